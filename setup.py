@@ -1,0 +1,35 @@
+"""distilbert_jax: DistilBERT and BERT in JAX/Flax: models, converter, distillation."""
+import setuptools
+
+setuptools.setup(
+    name="distilbert_jax",
+    version="0.1.0",
+    description="DistilBERT and BERT in JAX/Flax: Hugging Face parity, weight conversion, sharded distillation.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["distilbert_jax", "distilbert_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "grain>=0.2.18",
+        "ml-collections>=1.0",
+        "tensorflow-datasets>=4.9",
+        "transformers>=5.0",
+        "tokenizers>=0.21",
+        "safetensors>=0.5",
+        "numpy",
+        "scipy",
+        "tqdm",
+        "tensorboardX",
+        "matplotlib",
+    ],
+    extras_require={
+        # A CPU build of torch: the PyTorch side of conversion and of the parity tests.
+        "torch": ["torch>=2.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+    },
+    entry_points={"console_scripts": ["distilbert-jax=distilbert_jax.main:run"]},
+)
