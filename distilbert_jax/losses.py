@@ -1,0 +1,153 @@
+"""Distillation and MLM losses: pure functions of arrays.
+
+The formulas are those of the original DistilBERT trainer, Hugging Face
+`examples/research_projects/distillation/distiller.py` (`Distiller.step`), with one change of
+form: each loss returns `(loss_sum, denominator)` instead of a mean. The train step adds the sums
+over micro-batches and divides once by the denominator of the whole batch, so gradient
+accumulation gives exactly the gradient of one big batch.
+
+Where the original selects rows with `torch.masked_select(x, mask)`, these functions take
+`weights` over the token positions instead (1.0 selects, 0.0 drops; general non-negative weights
+scale a position's contribution). Inputs may have any leading shape, e.g. `[batch, length, vocab]`
+or already gathered `[n, vocab]`; `weights` has that leading shape. Everything is computed in
+float32 whatever the input dtype, so bfloat16 activations lose nothing in the reduction.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+
+LossAndDenominator = Tuple[jax.Array, jax.Array]
+
+# torch.nn.CosineEmbeddingLoss adds this to each squared norm (ATen `Loss.cpp`, EPSILON), which
+# differs from torch.nn.functional.cosine_similarity's `clamp_min(|x|^2 |y|^2, eps^2)`.
+COSINE_EMBEDDING_EPSILON = 1e-12
+
+
+def _f32(x: jax.Array) -> jax.Array:
+  return jnp.asarray(x).astype(jnp.float32)
+
+
+def _weighted_sum(per_position: jax.Array, weights: jax.Array) -> LossAndDenominator:
+  """`sum(weights * per_position)` and `sum(weights)`, both float32 scalars."""
+  weights = _f32(weights)
+  return jnp.sum(weights * per_position), jnp.sum(weights)
+
+
+def kl_div_loss(student_logits: jax.Array, teacher_logits: jax.Array, weights: jax.Array,
+                temperature: float) -> LossAndDenominator:
+  """Soft-target loss `loss_ce` of distiller.py: KL(teacher || student) at temperature T, times T^2.
+
+  The original computes `KLDivLoss(reduction="batchmean")(log_softmax(s / T), softmax(t / T))
+  * T**2` on the selected rows; "batchmean" divides the summed KL by the number of rows. The T^2
+  factor keeps the gradient scale independent of T (Hinton et al., 2015, section 2).
+
+  Args:
+    student_logits: [..., vocab].
+    teacher_logits: [..., vocab]; the caller applies `jax.lax.stop_gradient` if it wants to.
+    weights: [...] non-negative weight per row (the original selects masked positions in MLM
+      mode, real tokens otherwise).
+    temperature: softmax temperature T (the original's `--temperature`, default 2.0).
+
+  Returns:
+    (sum over rows of weight * T^2 * KL, sum of weights), float32 scalars.
+  """
+  student_log_probs = jax.nn.log_softmax(_f32(student_logits) / temperature, axis=-1)
+  teacher_log_probs = jax.nn.log_softmax(_f32(teacher_logits) / temperature, axis=-1)
+  teacher_probs = jnp.exp(teacher_log_probs)
+  # 0 * log 0 = 0, as torch.kl_div's xlogy: a teacher probability that underflows adds nothing.
+  pointwise = jnp.where(teacher_probs > 0,
+                        teacher_probs * (teacher_log_probs - student_log_probs), 0.0)
+  per_row = jnp.sum(pointwise, axis=-1) * (temperature ** 2)
+  return _weighted_sum(per_row, weights)
+
+
+def masked_lm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array
+                   ) -> LossAndDenominator:
+  """Hard-target loss `loss_mlm` of distiller.py: cross-entropy on the positions chosen for MLM.
+
+  The original uses `CrossEntropyLoss(ignore_index=-100)` with labels -100 off the chosen
+  positions; here `labels` may hold any id there and `weights` does the selecting.
+
+  Args:
+    logits: [..., vocab] student MLM logits.
+    labels: [...] integer token ids to predict (the uncorrupted input ids).
+    weights: [...] 1.0 at positions chosen for prediction (`MaskedBatch.mlm_weights`).
+
+  Returns:
+    (sum of weight * -log p(label), sum of weights), float32 scalars.
+  """
+  log_probs = jax.nn.log_softmax(_f32(logits), axis=-1)
+  # Clipping makes an ignore-index label (-100) at a zero-weight position gather a finite value
+  # rather than a NaN that 0 * NaN would carry into the sum.
+  labels = jnp.clip(jnp.asarray(labels).astype(jnp.int32), 0, logits.shape[-1] - 1)
+  label_log_probs = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+  return _weighted_sum(-label_log_probs, weights)
+
+
+def cosine_embedding_loss(student_hidden: jax.Array, teacher_hidden: jax.Array,
+                          weights: jax.Array) -> LossAndDenominator:
+  """Hidden-state alignment `loss_cos` of distiller.py: 1 - cos(student, teacher) per position.
+
+  The original applies `CosineEmbeddingLoss(reduction="mean")` with target 1 to the last hidden
+  layers of student and teacher at real tokens (attention mask). torch computes
+  cos = x.y / sqrt((|x|^2 + 1e-12) (|y|^2 + 1e-12)); we do the same, so a zero vector has cos 0.
+
+  Args:
+    student_hidden: [..., hidden].
+    teacher_hidden: [..., hidden].
+    weights: [...] non-negative weight per position.
+
+  Returns:
+    (sum of weight * (1 - cos), sum of weights), float32 scalars.
+  """
+  student_hidden, teacher_hidden = _f32(student_hidden), _f32(teacher_hidden)
+  dot = jnp.sum(student_hidden * teacher_hidden, axis=-1)
+  student_sq = jnp.sum(student_hidden * student_hidden, axis=-1) + COSINE_EMBEDDING_EPSILON
+  teacher_sq = jnp.sum(teacher_hidden * teacher_hidden, axis=-1) + COSINE_EMBEDDING_EPSILON
+  cos = dot / jnp.sqrt(student_sq * teacher_sq)
+  return _weighted_sum(1.0 - cos, weights)
+
+
+def mse_logits_loss(student_logits: jax.Array, teacher_logits: jax.Array, weights: jax.Array
+                    ) -> LossAndDenominator:
+  """Logit-matching loss `loss_mse` of distiller.py.
+
+  The original: `MSELoss(reduction="sum")(s_slct, t_slct) / s_slct.size(0)`, i.e. squared
+  differences summed over the vocabulary and divided by the number of selected rows (not by
+  rows * vocab).
+
+  Args:
+    student_logits: [..., vocab].
+    teacher_logits: [..., vocab].
+    weights: [...] non-negative weight per row.
+
+  Returns:
+    (sum of weight * sum over vocab of (s - t)^2, sum of weights), float32 scalars.
+  """
+  per_row = jnp.sum(jnp.square(_f32(student_logits) - _f32(teacher_logits)), axis=-1)
+  return _weighted_sum(per_row, weights)
+
+
+def hidden_mse_loss(student_hidden: jax.Array, teacher_hidden: jax.Array, weights: jax.Array
+                    ) -> LossAndDenominator:
+  """Mean squared error between a student and a teacher hidden layer (TinyBERT, Jiao et al.,
+  2020, eq. 7), over the selected positions.
+
+  Not in distiller.py. Student and teacher widths must agree; a wider teacher needs a learned
+  projection of the student first (TinyBERT's W_h), which belongs to the model, not here.
+
+  Args:
+    student_hidden: [..., hidden].
+    teacher_hidden: [..., hidden].
+    weights: [...] non-negative weight per position.
+
+  Returns:
+    (sum of weight * sum over hidden of (s - t)^2, sum of weights * hidden), float32 scalars;
+    their ratio is `torch.nn.MSELoss(reduction="mean")` on the selected rows.
+  """
+  per_position = jnp.sum(jnp.square(_f32(student_hidden) - _f32(teacher_hidden)), axis=-1)
+  loss_sum, weight_sum = _weighted_sum(per_position, weights)
+  return loss_sum, weight_sum * student_hidden.shape[-1]

@@ -1,0 +1,283 @@
+"""Pieces shared by the BERT and DistilBERT encoders: activations, attention, outputs, init.
+
+Both architectures are the same post-LayerNorm transformer (Vaswani et al., 2017; Devlin et al.,
+2019); they differ in parameter names and in where dropout sits, so each architecture file keeps
+its own layer modules and calls the attention core here.
+
+Logical axis names carried by every parameter (mapped onto mesh axes by `sharding.py`):
+  vocab: vocabulary rows; embed: the model (hidden) dimension; heads: the flattened
+  heads * head_dim dimension of the query/key/value projections; mlp: the feed-forward inner
+  dimension; position, type: rows of the position and token-type tables; classes: head outputs;
+  layers: the stacked layer axis when the encoder is scanned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+Array = jax.Array
+
+# Hugging Face `ACT2FN` names for the activations that change the math of BERT-family models.
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact erf GELU, torch's default
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),  # tanh approximation (GPT-2)
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    # Keep the matmul outputs, recompute the cheap elementwise work (LayerNorm, GELU, softmax).
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+# Config fields that are ours, not Hugging Face's: how the encoder is compiled. They live in our
+# Flax directories' config.json and never in an exported Hugging Face one.
+COMPILE_FIELDS = ("scan_layers", "remat_policy", "attention_impl")
+
+
+def config_from_hf_dict(cls, d: dict):
+  """A frozen config dataclass from a Hugging Face config.json dict (unknown keys ignored)."""
+  kwargs = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d and f.name != "id2label"}
+  if "id2label" in d:
+    kwargs["id2label"] = tuple(d["id2label"][k] for k in sorted(d["id2label"], key=int))
+  elif "num_labels" in d:
+    kwargs["id2label"] = tuple(f"LABEL_{i}" for i in range(d["num_labels"]))
+  return cls(**kwargs)
+
+
+def config_to_hf_dict(config, include_compile_fields: bool = False) -> dict:
+  d = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+  names = d.pop("id2label") or ("LABEL_0", "LABEL_1")
+  d["id2label"] = {str(i): n for i, n in enumerate(names)}
+  d["label2id"] = {n: i for i, n in enumerate(names)}
+  if not include_compile_fields:
+    for name in COMPILE_FIELDS:
+      d.pop(name)
+  d["model_type"] = config.model_type
+  return d
+
+
+def get_activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+@flax.struct.dataclass
+class ModelOutput:
+  """What every model returns; fields a head does not produce are None.
+
+  last_hidden_state: [batch, length, hidden]
+  pooler_output: [batch, hidden] (BERT models with a pooler)
+  hidden_states: tuple of num_layers + 1 arrays [batch, length, hidden] (embeddings first),
+    with output_hidden_states=True
+  attentions: tuple of num_layers arrays [batch, heads, length, length], with output_attentions
+  logits: [batch, length, vocab] (masked LM; [batch, n, vocab] with masked_positions [batch, n]),
+    [batch, num_labels] (sequence classification), [batch, num_choices] (multiple choice),
+    [batch, length, num_labels] (token classification)
+  start_logits, end_logits: [batch, length] (question answering)
+  seq_relationship_logits: [batch, 2] (BERT pretraining, next-sentence prediction)
+  """
+  last_hidden_state: Optional[Array] = None
+  pooler_output: Optional[Array] = None
+  hidden_states: Optional[tuple] = None
+  attentions: Optional[tuple] = None
+  logits: Optional[Array] = None
+  start_logits: Optional[Array] = None
+  end_logits: Optional[Array] = None
+  seq_relationship_logits: Optional[Array] = None
+
+
+def normal_init(stddev: float, names: Sequence[Optional[str]]):
+  """Hugging Face's init (normal with `initializer_range`), tagged with logical axis names."""
+  return nn.with_logical_partitioning(nn.initializers.normal(stddev), tuple(names))
+
+
+def zeros_init(names):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), tuple(names))
+
+
+def ones_init(names):
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), tuple(names))
+
+
+def dense(features: int, names: tuple, config, dtype, param_dtype, name: str) -> nn.Dense:
+  """nn.Dense with HF init; `names` are the kernel's logical axes (input, output)."""
+  return nn.Dense(
+      features,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=normal_init(config.initializer_range, names),
+      bias_init=zeros_init(names[-1:]),
+      name=name,
+  )
+
+
+def layer_norm(epsilon: float, dtype, param_dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=epsilon,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      scale_init=ones_init(("embed",)),
+      bias_init=zeros_init(("embed",)),
+      name=name,
+  )
+
+
+class OutputBias(nn.Module):
+  """The bias of a tied vocabulary projection (the kernel is the word embedding matrix)."""
+  vocab_size: int
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, logits):
+    bias = self.param("bias", zeros_init(("vocab",)), (self.vocab_size,), self.param_dtype)
+    return logits + bias.astype(logits.dtype)
+
+
+def sinusoidal_position_table(num_positions: int, dim: int) -> np.ndarray:
+  """[num_positions, dim] float32, bit-identical to transformers' create_sinusoidal_embeddings."""
+  position_enc = np.array(
+      [[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(num_positions)]
+  )
+  table = np.zeros((num_positions, dim), np.float32)
+  table[:, 0::2] = np.sin(position_enc[:, 0::2]).astype(np.float32)
+  table[:, 1::2] = np.cos(position_enc[:, 1::2]).astype(np.float32)
+  return table
+
+
+def split_heads(x: Array, num_heads: int) -> Array:
+  """[batch, length, heads * head_dim] -> [batch, length, heads, head_dim]."""
+  return x.reshape(x.shape[:-1] + (num_heads, x.shape[-1] // num_heads))
+
+
+def multi_head_attention(
+    module: nn.Module,
+    query: Array,
+    key: Array,
+    value: Array,
+    attention_mask: Array,
+    *,
+    dropout_rate: float,
+    deterministic: bool,
+    implementation: str,
+    output_attentions: bool,
+) -> tuple[Array, Optional[Array]]:
+  """Scaled dot-product attention over padded sequences.
+
+  query, key, value: [batch, length, heads, head_dim]; attention_mask: [batch, length] (1 = real
+  token, 0 = padding; only keys are masked, as Hugging Face does). Returns the context
+  [batch, length, heads * head_dim] and, with output_attentions, the probabilities
+  [batch, heads, length, length]. `module` supplies the dropout RNG.
+  """
+  batch, length, num_heads, head_dim = query.shape
+  key_mask = attention_mask.astype(bool)[:, None, None, :]  # [batch, 1, 1, key_length]
+  use_dropout = not deterministic and dropout_rate > 0.0
+  # The fused kernel returns no probabilities and has no dropout: those cases take the XLA path.
+  if implementation == "dot_product" and not output_attentions and not use_dropout:
+    context = jax.nn.dot_product_attention(query, key, value, mask=key_mask)
+    return context.reshape(batch, length, num_heads * head_dim), None
+  if implementation not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"unknown attention implementation {implementation!r}")
+  scale = 1.0 / np.sqrt(head_dim)
+  # Scores and softmax in float32 even when computing in bfloat16: the softmax is where
+  # low precision hurts (and where Hugging Face upcasts too).
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
+  scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  if use_dropout:
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  probs = probs.astype(value.dtype)
+  context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+  return context.reshape(batch, length, num_heads * head_dim), (probs if output_attentions else None)
+
+
+def run_encoder_stack(
+    module: nn.Module,
+    layer_cls,
+    num_layers: int,
+    hidden: Array,
+    attention_mask: Array,
+    *,
+    deterministic: bool,
+    output_attentions: bool,
+    output_hidden_states: bool,
+    scan_layers: bool,
+    remat_policy: str,
+    layer_kwargs: dict,
+) -> tuple[Array, Optional[tuple], Optional[tuple]]:
+  """Applies `num_layers` layers, either unrolled (names layer/0, layer/1, ..., as Hugging
+  Face's Flax classes) or as one `nn.scan` (name `layer`, parameters stacked on a leading
+  `layers` axis, so compile time does not grow with depth).
+
+  `layer_cls(**layer_kwargs)` is called as (hidden, attention_mask, deterministic,
+  output_attentions, output_hidden_states) and returns (hidden, (hidden or None, attention
+  probabilities or None)), the shape a scan step needs.
+  hidden: [batch, length, hidden]. Returns the last hidden state, the tuple of all hidden
+  states (embeddings first) or None, and the tuple of attention probabilities or None.
+  """
+  if remat_policy not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat policy {remat_policy!r}; supported: {sorted(REMAT_POLICIES)}")
+  cls = layer_cls
+  if remat_policy != "none":
+    # self=0, hidden=1, attention_mask=2, deterministic=3, output_attentions=4, output_hidden_states=5.
+    cls = nn.remat(cls, policy=REMAT_POLICIES[remat_policy], static_argnums=(3, 4, 5), prevent_cse=not scan_layers)
+  flags = (deterministic, output_attentions, output_hidden_states)
+
+  if scan_layers:
+    scanned = nn.scan(
+        cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    hidden_out, (all_hidden, all_attn) = scanned(**layer_kwargs, name="layer")(hidden, attention_mask, *flags)
+    hidden_states = None
+    if output_hidden_states:
+      hidden_states = (hidden,) + tuple(all_hidden[i] for i in range(num_layers))
+    attentions = tuple(all_attn[i] for i in range(num_layers)) if output_attentions else None
+    return hidden_out, hidden_states, attentions
+
+  hidden_states = (hidden,) if output_hidden_states else None
+  attentions = () if output_attentions else None
+  # Unrolled layers live under a parent named `layer` so that paths read layer/0/..., as in
+  # Hugging Face's former Flax classes.
+  layers = _LayerList(layer_cls=cls, num_layers=num_layers, layer_kwargs=layer_kwargs, name="layer")
+  for i in range(num_layers):
+    hidden, (_, attn) = layers(i, hidden, attention_mask, *flags)
+    if output_hidden_states:
+      hidden_states += (hidden,)
+    if output_attentions:
+      attentions += (attn,)
+  return hidden, hidden_states, attentions
+
+
+class _LayerList(nn.Module):
+  layer_cls: Any
+  num_layers: int
+  layer_kwargs: dict
+
+  def setup(self):
+    self.layers = [self.layer_cls(**self.layer_kwargs, name=str(i)) for i in range(self.num_layers)]
+
+  def __call__(self, i, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
+    return self.layers[i](hidden, attention_mask, deterministic, output_attentions, output_hidden_states)
