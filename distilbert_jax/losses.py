@@ -30,6 +30,12 @@ def _f32(x: jax.Array) -> jax.Array:
   return jnp.asarray(x).astype(jnp.float32)
 
 
+def _check_pair(student: jax.Array, teacher: jax.Array) -> None:
+  # Broadcasting would silently pair a [..., 1] array with every column of the other.
+  if student.shape != teacher.shape:
+    raise ValueError(f"student shape {student.shape} != teacher shape {teacher.shape}")
+
+
 def _weighted_sum(per_position: jax.Array, weights: jax.Array) -> LossAndDenominator:
   """`sum(weights * per_position)` and `sum(weights)`, both float32 scalars."""
   weights = _f32(weights)
@@ -54,6 +60,7 @@ def kl_div_loss(student_logits: jax.Array, teacher_logits: jax.Array, weights: j
   Returns:
     (sum over rows of weight * T^2 * KL, sum of weights), float32 scalars.
   """
+  _check_pair(student_logits, teacher_logits)
   student_log_probs = jax.nn.log_softmax(_f32(student_logits) / temperature, axis=-1)
   teacher_log_probs = jax.nn.log_softmax(_f32(teacher_logits) / temperature, axis=-1)
   teacher_probs = jnp.exp(teacher_log_probs)
@@ -103,6 +110,7 @@ def cosine_embedding_loss(student_hidden: jax.Array, teacher_hidden: jax.Array,
   Returns:
     (sum of weight * (1 - cos), sum of weights), float32 scalars.
   """
+  _check_pair(student_hidden, teacher_hidden)
   student_hidden, teacher_hidden = _f32(student_hidden), _f32(teacher_hidden)
   dot = jnp.sum(student_hidden * teacher_hidden, axis=-1)
   student_sq = jnp.sum(student_hidden * student_hidden, axis=-1) + COSINE_EMBEDDING_EPSILON
@@ -127,6 +135,7 @@ def mse_logits_loss(student_logits: jax.Array, teacher_logits: jax.Array, weight
   Returns:
     (sum of weight * sum over vocab of (s - t)^2, sum of weights), float32 scalars.
   """
+  _check_pair(student_logits, teacher_logits)
   per_row = jnp.sum(jnp.square(_f32(student_logits) - _f32(teacher_logits)), axis=-1)
   return _weighted_sum(per_row, weights)
 
@@ -148,6 +157,7 @@ def hidden_mse_loss(student_hidden: jax.Array, teacher_hidden: jax.Array, weight
     (sum of weight * sum over hidden of (s - t)^2, sum of weights * hidden), float32 scalars;
     their ratio is `torch.nn.MSELoss(reduction="mean")` on the selected rows.
   """
+  _check_pair(student_hidden, teacher_hidden)
   per_position = jnp.sum(jnp.square(_f32(student_hidden) - _f32(teacher_hidden)), axis=-1)
   loss_sum, weight_sum = _weighted_sum(per_position, weights)
   return loss_sum, weight_sum * student_hidden.shape[-1]
