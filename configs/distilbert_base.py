@@ -128,4 +128,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Write the student in Hugging Face format to WORKDIR/export at the end.
   config.export = True
+  # Held-out sentences for the final teacher/student report (a text file, "embedded", or ""
+  # for none); needs the export.
+  config.eval_heldout = ""
   return config

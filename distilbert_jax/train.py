@@ -32,7 +32,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from distilbert_jax import convert, corpus, flops, input_pipeline, losses, masking, models, sharding
+from distilbert_jax import convert, corpus, evaluate, flops, input_pipeline, losses, masking, models, sharding
 
 LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
 
@@ -431,6 +431,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     params = jax.device_get(state.params)
     convert.save_pretrained(student, params, export_dir, tokenizer_dir=tokenizer_dir, overwrite=True)
     last["export_dir"] = str(export_dir)
+    if config.eval_heldout:
+      heldout = embedded["heldout"] if config.eval_heldout == "embedded" else config.eval_heldout
+      last["report"] = evaluate.distill_report(str(workdir), str(export_dir), config.teacher.path, heldout)
   last["num_steps"] = num_steps
   last["embedded_corpus"] = embedded
   return last

@@ -130,7 +130,7 @@ def test_smoothing_masks_rare_tokens_more_often_as_count_power_predicts():
   input_ids = rs.randint(len(SPECIAL_IDS), VOCAB, (BATCH, LENGTH)).astype(np.int32)
   attention_mask = np.ones_like(input_ids)
   out = _mask_many(input_ids, attention_mask, token_probs)
-  frequent, rare = np.arange(5, 55), np.arange(900, 1000)  # 50 most and 100 least frequent
+  frequent, rare = np.arange(5, 105), np.arange(900, 1000)  # 100 most, 100 least frequent
 
   def masking_rate(token_ids):
     in_group = np.isin(input_ids, token_ids)
@@ -144,7 +144,7 @@ def test_smoothing_masks_rare_tokens_more_often_as_count_power_predicts():
   rate_ratio = masking_rate(rare) / masking_rate(frequent)
   weight_ratio = weight(rare).mean() / weight(frequent).mean()
   assert rate_ratio > 5
-  assert 0.8 * weight_ratio < rate_ratio < 1.05 * weight_ratio
+  assert 0.75 * weight_ratio < rate_ratio < 1.05 * weight_ratio
   # Precisely: Gumbel-top-k keeps scores log(w) + G above a threshold t, so a position is
   # chosen with probability 1 - exp(-lam * w), lam = exp(-t), with lam set by the expected
   # count equalling n_tgt (float64 bisection on log lam).
@@ -156,8 +156,13 @@ def test_smoothing_masks_rare_tokens_more_often_as_count_power_predicts():
     lo, hi = (mid, hi) if np.sum(-np.expm1(-np.exp(mid) * position_weights)) < n_tgt else (lo, mid)
   lam = np.exp(lo)
   for group in (frequent, rare):
-    predicted = np.mean(-np.expm1(-lam * weight(group[np.isin(group, input_ids)])))
-    np.testing.assert_allclose(masking_rate(group), predicted, rtol=0.05)
+    group_weights = np.float64(token_probs[input_ids[np.isin(input_ids, group)]])
+    predicted = np.mean(-np.expm1(-lam * group_weights))
+    trials = group_weights.size * NUM_SEEDS
+    # 4 binomial sigmas (sampling without replacement only narrows the spread) plus 1% for
+    # the threshold model's finite-batch error.
+    tolerance = 4 * math.sqrt(predicted * (1 - predicted) / trials) + 0.01 * predicted
+    assert abs(masking_rate(group) - predicted) < tolerance, (masking_rate(group), predicted)
 
 
 def test_same_rng_gives_same_result_and_different_rng_a_different_one():
