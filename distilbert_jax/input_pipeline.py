@@ -15,11 +15,12 @@ Every process computes the same plan and reads only its rows [i*B/P, (i+1)*B/P) 
 global batch. The plan is a function of (seed, epoch) alone, so the position in the stream is
 one integer, the global batch index; the iterator state is that index (grain's own
 `next_index`) plus a fingerprint of the settings it is valid for. Host memory is bounded: the
-tokens stay memory-mapped and one epoch's plan (4 bytes a sequence) is kept, no dataset in
-RAM (the original pickled it and grew to 42 GB).
+tokens stay memory-mapped and at most two epochs' plans (4 bytes a sequence each) are kept,
+no dataset in RAM (the original pickled it and grew to 42 GB).
 """
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any, Sequence
 
@@ -56,7 +57,8 @@ def plan_epoch(lengths: np.ndarray, *, global_batch_size: int, bucket_lengths: S
   rng = np.random.default_rng([seed, epoch])
   num_sequences = lengths.size
   index_dtype = np.int32 if num_sequences < 2**31 else np.int64
-  order = (rng.permutation(num_sequences) if shuffle else np.arange(num_sequences)).astype(index_dtype)
+  order = rng.permutation(num_sequences) if shuffle else np.arange(num_sequences)
+  order = order.astype(index_dtype)
   if drop_remainder:
     order = order[:num_sequences // global_batch_size * global_batch_size]
   window = np.arange(order.size) // (global_batch_size * window_batches)
@@ -74,7 +76,8 @@ def plan_epoch(lengths: np.ndarray, *, global_batch_size: int, bucket_lengths: S
   return batches, batch_lengths
 
 
-def padding_efficiency(lengths: np.ndarray, batches: np.ndarray, batch_lengths: np.ndarray) -> float:
+def padding_efficiency(lengths: np.ndarray, batches: np.ndarray,
+                       batch_lengths: np.ndarray) -> float:
   """Real tokens / padded tokens over the batches of a plan (1.0 means no padding)."""
   real = np.where(batches >= 0, lengths[batches], 0).sum()
   return float(real / (batches.shape[1] * batch_lengths.astype(np.int64).sum()))
@@ -93,8 +96,10 @@ class BatchIterator:
                drop_remainder: bool = True, shuffle: bool = True, num_epochs: int | None = None,
                window_batches: int = 64, num_threads: int = 2, prefetch_buffer_size: int = 8):
     bucket_lengths = tuple(int(b) for b in bucket_lengths)
-    if not bucket_lengths or list(bucket_lengths) != sorted(set(bucket_lengths)) or bucket_lengths[0] < 1:
-      raise InputPipelineError(f"bucket_lengths must be ascending positive lengths, got {bucket_lengths}")
+    if not bucket_lengths or list(bucket_lengths) != sorted(set(bucket_lengths)) \
+        or bucket_lengths[0] < 1:
+      raise InputPipelineError(
+          f"bucket_lengths must be ascending positive lengths, got {bucket_lengths}")
     if bucket_lengths[-1] < cache.max_length:
       raise InputPipelineError(
           f"largest bucket length {bucket_lengths[-1]} < the cache's max_length {cache.max_length}")
@@ -112,12 +117,12 @@ class BatchIterator:
     self._rows = slice(process_index * self.per_process_batch_size,
                        (process_index + 1) * self.per_process_batch_size)
     full_batches, remainder = divmod(cache.num_sequences, global_batch_size)
-    self.batches_per_epoch = full_batches + (remainder > 0 and not drop_remainder)
+    self.batches_per_epoch = full_batches + int(remainder > 0 and not drop_remainder)
     if not self.batches_per_epoch:
       raise InputPipelineError(
           f"{cache.path}: {cache.num_sequences} sequences make no full global batch of "
           f"{global_batch_size}")
-    self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    self._plans = collections.OrderedDict()  # epoch -> plan, least recently used first.
     self._plans_lock = threading.Lock()
     # grain walks global batch indices 0, 1, 2, ... across epochs (repeat only sets the
     # length); threads assemble the next batches ahead while the accelerator computes.
@@ -128,7 +133,7 @@ class BatchIterator:
     self._iterator = iter(self._dataset)
 
   def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(batches, batch_lengths) of one epoch, see plan_epoch; the last two are kept."""
+    """(batches, batch_lengths) of one epoch, see plan_epoch; the last two used are kept."""
     with self._plans_lock:
       if epoch not in self._plans:
         self._plans[epoch] = plan_epoch(
@@ -136,8 +141,9 @@ class BatchIterator:
             bucket_lengths=self.bucket_lengths, seed=self.seed, epoch=epoch,
             shuffle=self.shuffle, drop_remainder=self.drop_remainder,
             window_batches=self.window_batches)
-        for old_epoch in sorted(self._plans)[:-2]:
-          del self._plans[old_epoch]
+      self._plans.move_to_end(epoch)
+      while len(self._plans) > 2:  # Prefetch threads may straddle an epoch boundary.
+        self._plans.popitem(last=False)
       return self._plans[epoch]
 
   def _load_batch(self, global_index: int) -> dict[str, np.ndarray]:
@@ -209,7 +215,10 @@ def make_batch_iterator(cache: TokenCache, *, global_batch_size: int,
                         process_count: int = 1, drop_remainder: bool = True,
                         shuffle: bool = True, num_epochs: int | None = None,
                         **options) -> BatchIterator:
-  """This process's batches from `cache`; options: window_batches, num_threads, prefetch_buffer_size."""
+  """This process's batches from `cache`, see BatchIterator.
+
+  options: window_batches (64), num_threads (2), prefetch_buffer_size (8).
+  """
   return BatchIterator(cache, global_batch_size=global_batch_size, bucket_lengths=bucket_lengths,
                        seed=seed, process_index=process_index, process_count=process_count,
                        drop_remainder=drop_remainder, shuffle=shuffle, num_epochs=num_epochs,

@@ -58,11 +58,12 @@ import numpy as np
 import tokenizers
 
 FORMAT_VERSION = 1
-_TEXTS_PER_ENCODE = 4096  # encode_batch parallelises over a batch in Rust, on every core.
+_TEXTS_PER_ENCODE = 16_384  # encode_batch parallelises over a batch in Rust, on every core.
 _SPECIAL_TOKENS = ("cls", "sep", "pad", "mask", "unk")
 # What a build reports (TokenCache.stats): texts read, lines skipped, sequences dropped and kept.
-_COUNT_NAMES = ("texts_read", "undecodable_lines", "malformed_lines", "empty_after_tokenization",
-                "long_texts_split", "dropped_too_short", "dropped_mostly_unk", "sequences", "tokens")
+_COUNT_NAMES = ("texts_read", "undecodable_lines", "malformed_lines",
+                "empty_after_tokenization", "long_texts_split", "dropped_too_short",
+                "dropped_mostly_unk", "sequences", "tokens")
 
 
 class InputPipelineError(ValueError):
@@ -111,7 +112,8 @@ class _Source:
     if self.kind == "tfds":
       data_source = self._tfds_source()
       info = getattr(data_source, "dataset_info", None)
-      return [self.spec, len(data_source), str(getattr(info, "version", ""))]
+      return [self.spec, len(data_source), str(getattr(info, "version", "")),
+              str(getattr(info, "data_dir", ""))]
     return [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in self.paths]
 
   def texts(self, counts: collections.Counter) -> Iterator[str]:
@@ -154,7 +156,8 @@ class _Source:
         yield text
 
   def _tsv_texts(self, path, counts):
-    rows = csv.reader(_decoded_lines(path, counts), delimiter="\t", quoting=csv.QUOTE_NONE)
+    lines = (line for line in _decoded_lines(path, counts) if line.strip())
+    rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     header = next(rows, None)
     if header is None:
       return  # Reported as an empty corpus by texts().
@@ -180,23 +183,25 @@ class _Source:
     data_source = self._tfds_source()
     if len(data_source) == 0:
       raise InputPipelineError(f"{self.spec}: empty corpus, the split has no records")
-    for start in range(0, len(data_source), _TEXTS_PER_ENCODE):
-      indices = range(start, min(start + _TEXTS_PER_ENCODE, len(data_source)))
-      for record in data_source.__getitems__(list(indices)):
-        if self.field not in record:
-          raise InputPipelineError(
-              f"{self.spec}: records have no field {self.field!r}, only {sorted(record)}")
-        text = record[self.field]
-        if isinstance(text, np.ndarray):
-          text = text.item()
-        if isinstance(text, bytes):
-          try:
-            text = text.decode("utf-8")
-          except UnicodeDecodeError:
-            counts["undecodable_lines"] += 1
-            continue
-        if text.strip():
-          yield text
+    # One record at a time: the batched `__getitems__` would save little next to decoding
+    # and tokenizing, and tfds.testing.mock_data (4.9) breaks it, which would leave this
+    # path untested.
+    for index in range(len(data_source)):
+      record = data_source[index]
+      if self.field not in record:
+        raise InputPipelineError(
+            f"{self.spec}: records have no field {self.field!r}, only {sorted(record)}")
+      text = record[self.field]
+      if isinstance(text, np.ndarray):
+        text = text.item()
+      if isinstance(text, bytes):
+        try:
+          text = text.decode("utf-8")
+        except UnicodeDecodeError:
+          counts["undecodable_lines"] += 1
+          continue
+      if text.strip():
+        yield text
 
 
 def _decoded_lines(path: str, counts: collections.Counter) -> Iterator[str]:
@@ -257,7 +262,8 @@ class _SequenceWriter:
   """Turns token id lists into framed sequences and appends them to tokens/offsets files."""
 
   def __init__(self, directory, tokenizer, *, max_length, min_length, pack, counts):
-    self.tokens = _NpyAppender(os.path.join(directory, "tokens.npy"), _token_dtype(tokenizer.vocab_size))
+    self.tokens = _NpyAppender(os.path.join(directory, "tokens.npy"),
+                               _token_dtype(tokenizer.vocab_size))
     self.offsets = _NpyAppender(os.path.join(directory, "offsets.npy"), np.int64)
     self.offsets.append(np.zeros(1, np.int64))
     self.cls, self.sep, self.unk = (tokenizer.special_ids[k] for k in ("cls", "sep", "unk"))
@@ -265,6 +271,7 @@ class _SequenceWriter:
     self.num_tokens = 0
     self.open_pack: list[np.ndarray] = []  # Sentences of the packed sequence being filled,
     self.open_length = 1  # and its length so far: [CLS] plus each sentence and its [SEP].
+    self.closed_packs: list[np.ndarray] = []  # Contents waiting for one _write per batch.
 
   def add(self, id_lists: Sequence[list[int]]):
     """Adds the tokenized texts of one encode batch (ids without special tokens)."""
@@ -287,11 +294,13 @@ class _SequenceWriter:
     mostly_unk = 2 * unk_count >= piece_length + 2
     if self.pack:  # [UNK] filter per sentence here, min_length per packed sequence later.
       self.counts["dropped_mostly_unk"] += int(np.sum(mostly_unk))
-      for start, length in zip(piece_start[~mostly_unk], piece_length[~mostly_unk]):
+      kept = ~mostly_unk
+      for start, length in zip(piece_start[kept].tolist(), piece_length[kept].tolist()):
         if self.open_length + length + 1 > self.max_length:
           self._close_pack()
         self.open_pack.append(flat[start:start + length])
         self.open_length += length + 1
+      self._write_packs()
       return
     # Filters in train.py's order: too short first, then mostly [UNK].
     too_short = self._too_short(piece_length)
@@ -306,12 +315,22 @@ class _SequenceWriter:
   def _close_pack(self):
     if not self.open_pack:
       return
-    content = np.concatenate([np.append(p, self.sep) for p in self.open_pack])[:-1]
+    content = np.full(self.open_length - 2, self.sep, np.int64)
+    position = 0
+    for piece in self.open_pack:  # s1 [SEP] s2 [SEP] ... sn; _write adds [CLS] and the last [SEP].
+      content[position:position + piece.size] = piece
+      position += piece.size + 1
     self.open_pack, self.open_length = [], 1
     if self._too_short(content.size):
       self.counts["dropped_too_short"] += 1
-      return
-    self._write(content, np.zeros(1, np.int64), np.array([content.size]))
+    else:
+      self.closed_packs.append(content)
+
+  def _write_packs(self):
+    if self.closed_packs:
+      lengths = np.array([c.size for c in self.closed_packs])
+      self._write(np.concatenate(self.closed_packs), np.cumsum(lengths) - lengths, lengths)
+      self.closed_packs = []
 
   def _write(self, flat, starts, content_lengths):
     """Appends [CLS] flat[start:start+length] [SEP] for each (start, length)."""
@@ -324,8 +343,9 @@ class _SequenceWriter:
     out[seq_ends - 1] = self.sep
     is_content = np.ones(out.size, bool)
     is_content[seq_ends - seq_lengths] = is_content[seq_ends - 1] = False
-    content_index = np.repeat(starts - (np.cumsum(content_lengths) - content_lengths), content_lengths)
-    out[is_content] = flat[content_index + np.arange(content_index.size)]
+    content_start = np.cumsum(content_lengths) - content_lengths  # Where each goes in out.
+    shift = np.repeat(starts - content_start, content_lengths)
+    out[is_content] = flat[shift + np.arange(shift.size)]
     self.tokens.append(out)
     self.offsets.append(self.num_tokens + seq_ends)
     self.num_tokens += out.size
@@ -334,6 +354,7 @@ class _SequenceWriter:
   def close(self):
     if self.pack:
       self._close_pack()
+      self._write_packs()
     self.tokens.close()
     self.offsets.close()
 
@@ -407,6 +428,7 @@ class TokenCache:
     return self.num_sequences
 
   def __getitem__(self, index: int) -> np.ndarray:
+    index = range(self.num_sequences)[index]  # Negative indices; IndexError past the end.
     return np.asarray(self.tokens[self.offsets[index]:self.offsets[index + 1]], np.int32)
 
 
@@ -467,17 +489,21 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
                     build_seconds=round(time.time() - started, 3))
     with open(os.path.join(tmp_path, "metadata.json"), "w", encoding="utf-8") as f:
       json.dump(metadata, f, indent=1)
-    if os.path.isdir(final_path):  # A leftover without metadata.json: not a cache.
-      shutil.rmtree(final_path, ignore_errors=True)
     try:
-      os.replace(tmp_path, final_path)
-    except OSError:  # Another process finished the same cache first; keep theirs.
+      os.replace(tmp_path, final_path)  # Atomic: the cache appears whole or not at all.
+    except OSError:  # Another process finished the same cache first: keep theirs.
       shutil.rmtree(tmp_path, ignore_errors=True)
+      if not os.path.isfile(os.path.join(final_path, "metadata.json")):
+        raise InputPipelineError(
+            f"{final_path}: exists but is not a complete token cache, delete it") from None
   except BaseException:
     shutil.rmtree(tmp_path, ignore_errors=True)
     raise
   cache = TokenCache(final_path)
   logging.info("Token cache %s built: %s", final_path, cache.stats)
+  if cache.stats["undecodable_lines"] or cache.stats["malformed_lines"]:
+    logging.warning("Skipped %d lines that are not UTF-8 and %d malformed lines or rows.",
+                    cache.stats["undecodable_lines"], cache.stats["malformed_lines"])
   return cache
 
 
