@@ -80,7 +80,7 @@ def write_embedded_corpus(out_dir: str | os.PathLike, heldout_fraction: float = 
     n_heldout = max(1, int(len(sentences) * heldout_fraction))
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, lines in ((heldout, sentences[:n_heldout]), (train, sentences[n_heldout:])):
-      tmp = path.with_suffix(".tmp")
+      tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may write at once
       tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
       os.replace(tmp, path)
   count = lambda p: sum(1 for _ in p.open(encoding="utf-8"))

@@ -62,6 +62,8 @@ def run():
         sys.argv[i + 1] if arg == "--config" and i + 1 < len(sys.argv) else None)
     if path:  # "configs/x.py" or "configs/x.py:variant"
       sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path.split(":")[0]))))
+  # Orbax and JAX log every checkpoint step at INFO; `--verbosity=0` brings them back.
+  logging.set_verbosity(logging.WARNING)
   try:
     app.run(main)
   except (ValueError, OSError, RuntimeError) as e:

@@ -40,7 +40,8 @@ LOGICAL_AXIS_RULES = (
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over all devices; one size may be -1 to take the rest."""
+  """A (data, fsdp, tensor) mesh; one size may be -1 to take the remaining devices, and
+  explicit sizes whose product is smaller than the device count use the first devices."""
   devices = list(devices if devices is not None else jax.devices())
   sizes = [data, fsdp, tensor]
   if sizes.count(-1) > 1:
@@ -50,6 +51,8 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
     if len(devices) % known:
       raise ValueError(f"{len(devices)} devices are not divisible by the fixed mesh axes {sizes}")
     sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) < len(devices) and -1 not in (data, fsdp, tensor):
+    devices = devices[:math.prod(sizes)]  # an explicit smaller mesh takes the first devices
   if math.prod(sizes) != len(devices):
     raise ValueError(f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {math.prod(sizes)} "
                      f"devices, but {len(devices)} are available")

@@ -87,9 +87,10 @@ def build_student(config, teacher_config, teacher_params):
       raise TrainingError("student.init='teacher' needs a teacher (teacher.path or teacher.random_config)")
     student_config, params = convert.student_from_teacher(
         teacher_config, teacher_params, teacher_head=config.teacher.head,
-        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head,
-        **_compile_overrides(s), **dict(s.config_overrides))
-    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head)
+    student_config = dataclass_replace(student_config, **_compile_overrides(s), **dict(s.config_overrides))
+    relayout = convert.stack_layers if student_config.scan_layers else convert.unstack_layers
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), relayout(params, student_config))
   elif s.init == "random":
     fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
     fields.update(dict(s.config_overrides))
@@ -237,7 +238,7 @@ def make_train_step(config, student, teacher, tx, schedule, token_probs, mask_to
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
                               opt_state=keep(new_opt_state, state.opt_state))
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step),
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
                "real_tokens": real, "masked_tokens": masked_count}
     for name, value in sums.items():
       metrics[f"loss_{name}"] = value / jnp.maximum(denominators[name], 1.0)
@@ -307,8 +308,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if config.train.multihost and jax.process_count() == 1:
-    jax.distributed.initialize()
+  if config.train.multihost and not jax.distributed.is_initialized():
+    # TPU pods and Slurm are detected by JAX; elsewhere (e.g. several processes on one machine)
+    # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID say who is who.
+    env = os.environ
+    kwargs = ({"num_processes": int(env["JAX_NUM_PROCESSES"]), "process_id": int(env["JAX_PROCESS_ID"])}
+              if "JAX_NUM_PROCESSES" in env else {})
+    jax.distributed.initialize(**kwargs)
   is_main = jax.process_index() == 0
   if is_main:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -324,9 +330,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ----------------------------------------------------------------------------- data
   sources, tokenizer_dir, embedded = _resolve_data(config, workdir, config.teacher.path)
   d = config.data
-  cache = input_pipeline.build_token_cache(
-      sources, tokenizer_dir, d.cache_dir or str(workdir / "token_cache"),
-      max_length=d.max_length, min_length=d.min_length, pack=d.pack)
+  build_cache = functools.partial(
+      input_pipeline.build_token_cache, sources, tokenizer_dir, d.cache_dir or str(workdir / "token_cache"),
+      max_length=d.max_length, min_length=d.min_length, pack=d.pack, expected_vocab_size=student_config.vocab_size)
+  if jax.process_count() > 1:  # one process tokenizes; the others then reuse its cache
+    from jax.experimental import multihost_utils
+    if is_main:
+      build_cache()
+    multihost_utils.sync_global_devices("token_cache")
+  cache = build_cache()
   if cache.vocab_size != student_config.vocab_size:
     raise TrainingError(f"tokenizer at {tokenizer_dir} has {cache.vocab_size} tokens but the student's "
                         f"vocabulary has {student_config.vocab_size}")
@@ -362,8 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ----------------------------------------------------------------------------- checkpoints
   manager = ocp.CheckpointManager(
       (workdir / "checkpoints").absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, save_interval_steps=t.checkpoint_every,
-                                           enable_async_checkpointing=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, enable_async_checkpointing=True))
   start_step = 0
   if (latest := manager.latest_step()) is not None:
     abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
@@ -397,7 +408,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     examples_seen += t.batch_size
     progress.update(1)
     is_last = step == num_steps
-    if step % t.log_every == 0 or is_last or manager.should_save(step):
+    save = step % t.checkpoint_every == 0 or is_last
+    if step % t.log_every == 0 or is_last or save:
       values = jax.device_get(metrics)
       if not np.isfinite(values["loss"]):
         manager.wait_until_finished()
@@ -419,22 +431,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.write(step, last)
       progress.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{tps:,.0f}")
       window_start, window_tokens = time.perf_counter(), 0
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               data=ocp.args.JsonSave(iterator.get_state())), force=is_last)
+    if save:  # asynchronous: training goes on while the checkpoint is written
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 data=ocp.args.JsonSave(iterator.get_state())), force=True)
   manager.wait_until_finished()
   progress.close()
   writer.close()
 
   # ----------------------------------------------------------------------------- export
+  if config.export:
+    from jax.experimental import multihost_utils
+    # Every process takes part in gathering sharded parameters; process 0 writes them.
+    params = multihost_utils.process_allgather(state.params) if jax.process_count() > 1 else jax.device_get(state.params)
   if config.export and is_main:
     export_dir = workdir / "export"
-    params = jax.device_get(state.params)
     convert.save_pretrained(student, params, export_dir, tokenizer_dir=tokenizer_dir, overwrite=True)
     last["export_dir"] = str(export_dir)
     if config.eval_heldout:
-      heldout = embedded["heldout"] if config.eval_heldout == "embedded" else config.eval_heldout
+      heldout = config.eval_heldout
+      if heldout == "embedded":
+        heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
       last["report"] = evaluate.distill_report(str(workdir), str(export_dir), config.teacher.path, heldout)
   last["num_steps"] = num_steps
+  last["step_compilations"] = train_step._cache_size()  # one per padded length (bucket)
   last["embedded_corpus"] = embedded
   return last
 

@@ -14,9 +14,10 @@ def test_make_mesh_fills_the_minus_one_axis_with_the_remaining_devices():
   assert dict(sharding.make_mesh(-1, 2, 2).shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   assert dict(sharding.make_mesh(1, -1, 1).shape) == {"data": 1, "fsdp": 8, "tensor": 1}
   assert dict(sharding.make_mesh().shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert sharding.make_mesh(1, 1, 1).devices.size == 1
 
 
-@pytest.mark.parametrize("sizes", [(3, 1, 1), (-1, -1, 1), (-1, 3, 1)])
+@pytest.mark.parametrize("sizes", [(16, 1, 1), (-1, -1, 1), (-1, 3, 1)])
 def test_make_mesh_rejects_sizes_that_do_not_fit_the_devices(sizes):
   with pytest.raises(ValueError, match="devices|at most one"):
     sharding.make_mesh(*sizes)
