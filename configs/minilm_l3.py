@@ -20,7 +20,7 @@ def get_config():
   config.teacher.dtype = "float32"
   config.teacher.attention_impl = "xla"
   config.student.type = "bert"
-  config.student.layers = (0, 2, 4)
+  config.student.layers = (0, 3, 5)
   config.student.dtype = "float32"
   config.student.attention_impl = "xla"
   config.data.sources = ("embedded",)

@@ -33,6 +33,9 @@ class Encoder:
     if not tokenizer_file.exists():
       raise ValueError(f"{tokenizer_file}: no tokenizer.json beside the model")
     self.tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+    # tokenizer.json may pad every text to a fixed length (all-MiniLM-L6-v2's pads to 128):
+    # we pad ourselves, and count real tokens from the encodings.
+    self.tokenizer.no_padding()
     self.tokenizer.enable_truncation(max_length)
     self.max_length = max_length
     self._forward = jax.jit(self._embed)
