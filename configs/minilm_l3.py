@@ -37,9 +37,9 @@ def get_config():
   config.optim.warmup_fraction = 0.1
   config.train.batch_size = 32
   config.train.grad_accum_steps = 1
-  config.train.num_steps = 1000
-  config.train.log_every = 25
-  config.train.checkpoint_every = 250
+  config.train.num_steps = 300
+  config.train.log_every = 20
+  config.train.checkpoint_every = 100
   # The held-out sentences for the final report ("embedded": the embedded corpus's held-out file).
   config.eval_heldout = "embedded"
   return config

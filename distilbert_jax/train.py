@@ -74,8 +74,6 @@ def build_teacher(config) -> tuple[Optional[nn.Module], Any, Optional[models.Mod
     params = _init_params(model, config.train.seed + 1, model_config)
   else:
     return None, None, None
-  # The teacher never trains: keep it in its compute dtype, half the memory in bfloat16.
-  params = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
   return model, params, model_config
 
 
@@ -324,6 +322,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("mesh: %s", dict(mesh.shape))
   teacher, teacher_params, teacher_config = build_teacher(config)
   student, student_params, student_config = build_student(config, teacher_config, teacher_params)
+  if teacher is not None:
+    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
+    # half the memory in bfloat16.
+    teacher_params = jax.tree.map(lambda x: jnp.asarray(x, teacher.dtype), teacher_params)
   if teacher is None and any(getattr(config.loss, f"alpha_{n}") > 0 for n in ("ce", "cos", "mse", "hidden")):
     raise TrainingError("teacher-free training (no teacher) allows only loss.alpha_mlm > 0")
 

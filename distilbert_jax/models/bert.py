@@ -54,6 +54,8 @@ class BertConfig:
     kind = d.get("position_embedding_type", "absolute")
     if kind != "absolute":
       raise ValueError(f"position_embedding_type {kind!r} is not supported (only 'absolute')")
+    if d.get("is_decoder") or d.get("add_cross_attention"):
+      raise ValueError("BERT as a decoder (is_decoder / add_cross_attention) is not supported")
     return layers.config_from_hf_dict(cls, d)
 
   def to_hf_dict(self) -> dict:
