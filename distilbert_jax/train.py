@@ -14,6 +14,7 @@ Losses (Sanh et al., 2019, section 3; weights `config.loss.alpha_*`):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -69,9 +70,9 @@ def build_teacher(config) -> tuple[Optional[nn.Module], Any, Optional[models.Mod
     model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **_compile_overrides(t))
     model_config = model.config
   elif t.random_config:
-    model_config = dataclass_replace(models.config_from_hf_dict(dict(t.random_config)), **_compile_overrides(t))
+    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), **_compile_overrides(t))
     model = models.get_model(model_config, t.head, dtype=dtype)
-    params = _init_params(model, config.train.seed + 1, model_config)
+    params = _init_params(model, config.train.seed + 1)
   else:
     return None, None, None
   return model, params, model_config
@@ -86,28 +87,23 @@ def build_student(config, teacher_config, teacher_params):
     student_config, params = convert.student_from_teacher(
         teacher_config, teacher_params, teacher_head=config.teacher.head,
         layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head)
-    student_config = dataclass_replace(student_config, **_compile_overrides(s), **dict(s.config_overrides))
+    student_config = dataclasses.replace(student_config, **_compile_overrides(s), **dict(s.config_overrides))
     relayout = convert.stack_layers if student_config.scan_layers else convert.unstack_layers
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), relayout(params, student_config))
   elif s.init == "random":
     fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
     fields.update(dict(s.config_overrides))
-    student_config = dataclass_replace(models.config_from_hf_dict(fields), **_compile_overrides(s))
+    student_config = dataclasses.replace(models.config_from_hf_dict(fields), **_compile_overrides(s))
     params = None
   else:
     raise TrainingError(f"student.init must be 'teacher' or 'random', got {s.init!r}")
   model = models.get_model(student_config, head, dtype=_dtype(s.dtype))
   if params is None:
-    params = _init_params(model, config.train.seed, student_config)
+    params = _init_params(model, config.train.seed)
   return model, params, student_config
 
 
-def dataclass_replace(obj, **changes):
-  import dataclasses
-  return dataclasses.replace(obj, **changes)
-
-
-def _init_params(model, seed: int, model_config) -> Any:
+def _init_params(model, seed: int) -> Any:
   ids = jnp.ones((1, 8), jnp.int32)
   return nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(seed), ids)["params"])
 
