@@ -24,8 +24,8 @@ Sections:
      memory of each in its own process (/proc/self/status VmHWM, reset through clear_refs).
   4. Accelerator: bfloat16 tokens/s and MFU (flops.estimate_mfu); skipped without a GPU/TPU.
 
-Expected on a 2-core Sapphire Rapids VM (see BENCHMARKS.md for the measured tables): inference
-1.5x-2x PyTorch, student about 2x teacher throughput, distillation step about 1.7x PyTorch.
+Measured tables, and why the CPU ratios are not yet conclusive (runs on a shared machine
+disagreed): BENCHMARKS.md.
 """
 from __future__ import annotations
 
