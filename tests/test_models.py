@@ -306,3 +306,31 @@ def test_sinusoidal_table_equals_pytorch():
   out = torch.empty(40, 32)
   create_sinusoidal_embeddings(40, 32, out)
   np.testing.assert_array_equal(layers.sinusoidal_position_table(40, 32), out.numpy())
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_mlm_gradients_match_pytorch_autograd(model_type):
+  # The tied vocabulary projection has a hand-written backward pass (layers.tied_projection):
+  # every parameter's gradient, the shared embedding matrix and the output bias included, is
+  # held against torch.autograd on the same weights. Loss: sum(c * logits) for a fixed random c.
+  pt, config = torch_model(model_type, "masked_lm", seed=3)
+  model = models.get_model(config, "masked_lm")
+  ids, mask, types = padded_batch(3, model_type, "masked_lm")
+  weights = np.random.RandomState(4).randn(BATCH, LENGTH, VOCAB).astype(np.float32)
+  kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+  if types is not None:
+    kwargs["token_type_ids"] = torch.tensor(types)
+  (pt(**kwargs).logits * torch.tensor(weights)).sum().backward()
+  expected = {name: p.grad.numpy() for name, p in pt.named_parameters()}
+
+  def loss(params):
+    out = model.apply({"params": params}, ids, attention_mask=mask,
+                      **({"token_type_ids": types} if types is not None else {}))
+    return jnp.sum(out.logits * weights)
+
+  grads = jax.grad(loss)(flax_params(pt, config, "masked_lm"))
+  got = convert.params_to_state_dict(grads, config, "masked_lm")
+  assert set(got) == set(expected), set(got) ^ set(expected)
+  for name, value in expected.items():
+    scale = max(1.0, float(np.abs(value).max()))
+    np.testing.assert_allclose(got[name], value, atol=5e-5 * scale, rtol=0, err_msg=name)

@@ -80,7 +80,8 @@ class BertEmbeddings(nn.Module):
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
     """input_ids, token_type_ids, position_ids: [batch, length] -> [batch, length, hidden]."""
-    hidden = (self.word_embeddings(input_ids.astype(jnp.int32)) + self.position_embeddings(position_ids)
+    hidden = (layers.embed_tokens(self.word_embeddings, input_ids, self.config.pad_token_id)
+              + self.position_embeddings(position_ids)
               + self.token_type_embeddings(token_type_ids))
     return self.dropout(self.LayerNorm(hidden), deterministic=deterministic)
 
@@ -208,9 +209,9 @@ class BertModel(nn.Module):
     return ModelOutput(last_hidden_state=hidden, pooler_output=pooled, hidden_states=hidden_states,
                        attentions=attentions)
 
-  def attend(self, hidden):
-    """Tied output projection: [..., hidden] -> [..., vocab] with the word embedding matrix."""
-    return self.embeddings.word_embeddings.attend(hidden)
+  def word_embedding_matrix(self):
+    """[vocab, hidden]: the input embedding table, which tied output projections reuse."""
+    return self.embeddings.word_embeddings.embedding
 
 
 class BertLMPredictionHead(nn.Module):
@@ -224,13 +225,12 @@ class BertLMPredictionHead(nn.Module):
     c = self.config
     transform = _Transform(c, self.dtype, self.param_dtype, name="transform")
     x = transform(hidden)
-    if c.tie_word_embeddings:
-      logits = bert.attend(x)
-    else:
-      decoder = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                         kernel_init=layers.normal_init(c.initializer_range, ("embed", "vocab")), name="decoder")
-      logits = decoder(x)
     bias = self.param("bias", layers.zeros_init(("vocab",)), (c.vocab_size,), self.param_dtype)
+    if c.tie_word_embeddings:
+      return layers.tied_projection(x, bert.word_embedding_matrix().astype(x.dtype), bias.astype(x.dtype))
+    decoder = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=layers.normal_init(c.initializer_range, ("embed", "vocab")), name="decoder")
+    logits = decoder(x)
     return logits + bias.astype(logits.dtype)
 
 

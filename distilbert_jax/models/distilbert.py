@@ -93,7 +93,7 @@ class Embeddings(nn.Module):
 
   def __call__(self, input_ids, position_ids, deterministic: bool):
     """input_ids, position_ids: [batch, length] -> [batch, length, dim]."""
-    words = self.word_embeddings(input_ids.astype(jnp.int32))
+    words = layers.embed_tokens(self.word_embeddings, input_ids, self.config.pad_token_id)
     if self.config.sinusoidal_pos_embds:
       # A constant, as in HF Flax; PyTorch stores the same table frozen (requires_grad=False).
       table = layers.sinusoidal_position_table(self.config.max_position_embeddings, self.config.dim)
@@ -196,9 +196,9 @@ class DistilBertModel(nn.Module):
         hidden, attention_mask, deterministic, output_attentions, output_hidden_states)
     return ModelOutput(last_hidden_state=hidden, hidden_states=hidden_states, attentions=attentions)
 
-  def attend(self, hidden):
-    """Tied output projection: [..., dim] -> [..., vocab] with the word embedding matrix."""
-    return self.embeddings.word_embeddings.attend(hidden)
+  def word_embedding_matrix(self):
+    """[vocab, dim]: the input embedding table, which tied output projections reuse."""
+    return self.embeddings.word_embeddings.embedding
 
 
 def _base(module) -> DistilBertModel:
@@ -237,7 +237,7 @@ class DistilBertForMaskedLM(nn.Module):
     x = layers.get_activation(self.config.activation)(x)
     x = self.vocab_layer_norm(x)
     if self.config.tie_word_embeddings:
-      logits = self.vocab_projector(self.distilbert.attend(x))
+      logits = self.vocab_projector(x, self.distilbert.word_embedding_matrix())
     else:
       logits = self.vocab_projector(x)
     return out.replace(logits=logits)
