@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from distilbert_jax import convert
+from distilbert_jax import convert, models
 
 
 class Encoder:
@@ -38,7 +38,7 @@ class Encoder:
     self.tokenizer.no_padding()
     self.tokenizer.enable_truncation(max_length)
     self.max_length = max_length
-    self._forward = jax.jit(self._embed)
+    self._forward = jax.jit(self._embed, compiler_options=models.compiler_options("base"))
 
   @property
   def config(self):

@@ -5,6 +5,7 @@
   .venv/bin/python scripts/benchmark.py --full          # every model, head and shape (about 20 minutes)
   .venv/bin/python scripts/benchmark.py --levers        # compile levers, side by side (about 6 minutes)
   .venv/bin/python scripts/benchmark.py --xla-flag-sweep   # XLA CPU flags, one process per setting
+  .venv/bin/python scripts/benchmark.py --malloc tcmalloc  # both frameworks on tcmalloc (BENCHMARKS.md)
 
 Every figure is the median of several timed runs after one warm-up run, and the contenders of
 one table row run side by side in one process, in alternating order (forward on even
@@ -23,13 +24,15 @@ Sections:
      masked tokens, cosine over real tokens, backward, clip 5, AdamW); compile time; peak
      memory of each in its own process (/proc/self/status VmHWM, reset through clear_refs).
   4. Accelerator: bfloat16 tokens/s and MFU (flops.estimate_mfu); skipped without a GPU/TPU.
+  5. CPU roofline: each framework's float32 matrix products alone (GFLOP/s), the model FLOP rate
+     each reaches end to end, and the rate a target ratio would need.
 
-Measured tables, and why the CPU ratios are not yet conclusive (runs on a shared machine
-disagreed): BENCHMARKS.md.
+Measured tables, each with the machine's load while it ran: BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,7 +42,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -174,7 +177,8 @@ def inference_section(shapes, heads, reps: int, compile_fields: dict) -> list[di
       config = our_config(arch, **compile_fields)
       params = our_params_from_torch(t_model, config, head)
       model = models.get_model(config, head)
-      forward = jax.jit(lambda p, ids, mask, model=model: model.apply({"params": p}, ids, attention_mask=mask))
+      forward = jax.jit(lambda p, ids, mask, model=model: model.apply({"params": p}, ids, attention_mask=mask),
+                        compiler_options=models.compiler_options(head))
       built[arch] = (t_model, params, forward)
     for batch, length in shapes:
       ids = make_input_ids(batch, length)
@@ -201,7 +205,7 @@ def inference_section(shapes, heads, reps: int, compile_fields: dict) -> list[di
                          speedup=torch_s / ours_s, ours_tokens_per_s=batch * length / ours_s,
                          torch_tokens_per_s=batch * length / torch_s, max_abs_diff=max_diff.get(arch),
                          params=count_params(built[arch][1]), ours_times=times[f"ours/{arch}"],
-                         torch_times=times[f"torch/{arch}"]))
+                         torch_times=times[f"torch/{arch}"], load_average=os.getloadavg()[0]))
       print(f"  inference {head} {batch}x{length}: " + ", ".join(
           f"{r['arch']} {r['speedup']:.2f}x" for r in rows[-2:]), flush=True)
     del built
@@ -236,6 +240,9 @@ def distillation_config(batch: int, length: int, **overrides):
   config.train.batch_size = batch
   config.train.grad_accum_steps = 1
   config.data.max_length = length
+  import jax
+  if jax.default_backend() == "cpu":  # unrolled layers and XLA attention: faster on CPU (lever log)
+    overrides = {**_unrolled_xla(), **overrides}
   for key, value in overrides.items():
     section, field = key.split(".")
     config[section][field] = value
@@ -341,7 +348,8 @@ def make_gathered_train_step(config, student, teacher, tx, schedule, token_probs
 class JaxDistillation:
   """Our distillation step, built as train.train_and_evaluate builds it (one device)."""
 
-  def __init__(self, config, teacher_params=None, gathered: bool = False, donate: bool = True, seed: int = 0):
+  def __init__(self, config, teacher_params=None, gathered: bool = False, donate: bool = True, seed: int = 0,
+               compiler_options: Optional[dict] = None):
     import jax
     import jax.numpy as jnp
     from distilbert_jax import masking, models, sharding, train
@@ -377,7 +385,8 @@ class JaxDistillation:
                                   opt_state=tx.init(student_params), rng=jax.random.PRNGKey(seed))
     ids = make_input_ids(batch, length, seed=1)
     self.batch = {"input_ids": jax.device_put(ids), "attention_mask": jax.device_put(np.ones_like(ids))}
-    self.jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
+    options = models.compiler_options("masked_lm") if compiler_options is None else compiler_options
+    self.jitted = jax.jit(step, donate_argnums=(0,) if donate else (), compiler_options=options)
     self.compiled = None
     self.tokens = batch * length
 
@@ -542,7 +551,7 @@ def training_section(batch: int, length: int, reps: int, variants: bool, overrid
   for name in order:
     step_s = median(times[name])
     row = dict(name=name, step_s=step_s, tokens_per_s=batch * length / step_s, times=times[name],
-               first_step_losses=first[name], compile_s=compile_s.get(name))
+               first_step_losses=first[name], compile_s=compile_s.get(name), load_average=os.getloadavg()[0])
     if name in baseline:
       row["vs_torch"] = median(times[baseline[name]]) / step_s
       row["torch_baseline"] = baseline[name]
@@ -661,53 +670,222 @@ def accelerator_section(force: bool, quick: bool) -> dict:
   return out
 
 
-# ===================================================================================== levers
-def levers_section(reps: int) -> dict:
-  """Compile-time choices, each alternated against the others in one process."""
+# ===================================================================================== roofline
+ROOFLINE_MATMULS = ((1024, 768, 768), (1024, 768, 3072), (1024, 3072, 768), (1024, 768, 30522))
+
+
+def roofline_section(reps: int, results: dict) -> dict:
+  """How far float32 speed can go here: the matrix products of these models at 1,024 tokens in
+  each framework alone (GFLOP/s), against the model FLOP rate each framework reaches end to end
+  (flops.py counts), and the rate a target ratio would need."""
   import jax
   import jax.numpy as jnp
   import torch
+  from distilbert_jax import flops
+
+  matmuls = []
+  for m, k, n in ROOFLINE_MATMULS:
+    rs = np.random.RandomState(0)
+    a, b = rs.randn(m, k).astype(np.float32), rs.randn(k, n).astype(np.float32)
+    ja, jb = jax.device_put(a), jax.device_put(b)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    product = jax.jit(jnp.dot)
+
+    def theirs(ta=ta, tb=tb):
+      with torch.inference_mode():
+        return ta @ tb
+    times = time_side_by_side({"ours": lambda: jax.block_until_ready(product(ja, jb)), "torch": theirs}, reps)
+    flop = 2.0 * m * k * n
+    matmuls.append(dict(shape=f"[{m},{k}] x [{k},{n}]", ours_s=median(times["ours"]), torch_s=median(times["torch"]),
+                        ours_gflops=flop / median(times["ours"]) / 1e9, torch_gflops=flop / median(times["torch"]) / 1e9))
+  best = max(max(r["ours_gflops"], r["torch_gflops"]) for r in matmuls)
+  workloads = []
+  for r in results.get("inference", []):
+    if r["head"] != "base" or r["arch"] != "distilbert" or (r["batch"], r["length"]) not in ((8, 128), (32, 128)):
+      continue
+    gflop = flops.forward_flops_per_token(our_config("distilbert"), r["length"], with_mlm_head=False) * r["batch"] * r["length"] / 1e9
+    workloads.append(dict(name=f"DistilBERT-base forward {r['batch']}x{r['length']}", gflop=gflop, target=1.5,
+                          ours_gflops=gflop / r["ours_s"], torch_gflops=gflop / r["torch_s"]))
+  training = (results.get("training") or {}).get("rows", [])
+  rows = {row["name"]: row for row in training}
+  if "ours" in rows and "torch" in rows:
+    tokens = results["training"]["batch"] * results["training"]["length"]
+    per_token = flops.distillation_flops_per_token(our_config("distilbert"), our_config("bert"),
+                                                   results["training"]["length"], True, True)
+    gflop = per_token * tokens / 1e9
+    workloads.append(dict(name=f"distillation step {results['training']['batch']}x{results['training']['length']}",
+                          gflop=gflop, target=1.6, ours_gflops=gflop / rows["ours"]["step_s"],
+                          torch_gflops=gflop / rows["torch"]["step_s"]))
+  for w in workloads:
+    w["needed_gflops"] = w["target"] * w["torch_gflops"]
+    w["needed_vs_best_matmul"] = w["needed_gflops"] / best
+  print(f"  roofline: best float32 matmul {best:.0f} GFLOP/s; " + ", ".join(
+      f"{w['name']} needs {w['needed_gflops']:.0f}" for w in workloads), flush=True)
+  return dict(matmuls=matmuls, best_matmul_gflops=best, workloads=workloads)
+
+
+# ===================================================================================== levers
+
+# ----------------------------------------------------------------------------- lever: fused QKV
+def fused_qkv_modules():
+  """Self-attention modules that compute query, key and value with ONE [hidden, 3 * hidden]
+  matmul (the three kernels concatenated at run time; parameter names and shapes unchanged,
+  so the same parameters load). Proposed for models/; measured here by monkeypatching."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+  from distilbert_jax.models import bert, distilbert, layers
+
+  class _Projection(nn.Module):
+    """The kernel and bias of one nn.Dense, under the Dense's own name."""
+    in_features: int
+    features: int
+    initializer_range: float
+    param_dtype: object = jnp.float32
+
+    @nn.compact
+    def __call__(self):
+      kernel = self.param("kernel", layers.normal_init(self.initializer_range, ("embed", "heads")),
+                          (self.in_features, self.features), self.param_dtype)
+      bias = self.param("bias", layers.zeros_init(("heads",)), (self.features,), self.param_dtype)
+      return kernel, bias
+
+  def qkv(module, hidden, names, width, num_heads):
+    projections = [_Projection(width, width, module.config.initializer_range, module.param_dtype, name=n)()
+                   for n in names]
+    kernel = jnp.concatenate([k for k, _ in projections], axis=1).astype(module.dtype)
+    bias = jnp.concatenate([b for _, b in projections]).astype(module.dtype)
+    fused = jnp.dot(hidden.astype(module.dtype), kernel) + bias
+    return [layers.split_heads(x, num_heads) for x in jnp.split(fused, 3, axis=-1)]
+
+  class FusedDistilBertSelfAttention(distilbert.MultiHeadSelfAttention):
+    @nn.compact
+    def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
+      c = self.config
+      q, k, v = qkv(self, hidden, ("q_lin", "k_lin", "v_lin"), c.dim, c.n_heads)
+      context, probs = layers.multi_head_attention(
+          self, q, k, v, attention_mask, dropout_rate=c.attention_dropout, deterministic=deterministic,
+          implementation=c.attention_impl, output_attentions=output_attentions)
+      return layers.dense(c.dim, ("heads", "embed"), c, self.dtype, self.param_dtype, "out_lin")(context), probs
+
+  class FusedBertSelfAttention(bert.BertSelfAttention):
+    @nn.compact
+    def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
+      c = self.config
+      q, k, v = qkv(self, hidden, ("query", "key", "value"), c.hidden_size, c.num_attention_heads)
+      return layers.multi_head_attention(
+          self, q, k, v, attention_mask, dropout_rate=c.attention_probs_dropout_prob,
+          deterministic=deterministic, implementation=c.attention_impl, output_attentions=output_attentions)
+
+  return FusedDistilBertSelfAttention, FusedBertSelfAttention
+
+
+class fused_qkv:  # pylint: disable=invalid-name
+  """Context manager: while active, newly traced models use the fused-QKV attention modules
+  (compile inside it: Flax looks the module classes up while tracing)."""
+
+  def __enter__(self):
+    from distilbert_jax.models import bert, distilbert
+    self.saved = distilbert.MultiHeadSelfAttention, bert.BertSelfAttention
+    distilbert.MultiHeadSelfAttention, bert.BertSelfAttention = fused_qkv_modules()
+    return self
+
+  def __exit__(self, *exc):
+    from distilbert_jax.models import bert, distilbert
+    distilbert.MultiHeadSelfAttention, bert.BertSelfAttention = self.saved
+
+
+@contextlib.contextmanager
+def autodiff_vocab_head():
+  """While active, newly traced programs differentiate the tied vocabulary projection and the KL
+  loss by autodiff of their forward formulas (the code before layers.tied_projection and
+  losses._kl_rows had hand-written backward passes)."""
+  from distilbert_jax import losses
+  from distilbert_jax.models import layers
+  saved = layers.tied_projection, losses._kl_rows  # pylint: disable=protected-access
+  layers.tied_projection = lambda hidden, embedding, bias: jnp_dot_t(hidden, embedding) + bias
+  losses._kl_rows = lambda s, t, temperature: losses._kl_rows_fwd(s, t, temperature)[0]  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    layers.tied_projection, losses._kl_rows = saved  # pylint: disable=protected-access
+
+
+def jnp_dot_t(hidden, embedding):
+  import jax.numpy as jnp
+  return jnp.dot(hidden, embedding.T)
+
+
+def levers_section(reps: int) -> dict:
+  """Each lever against our chosen setting, alternated in one process: inference (DistilBERT-base
+  at 8x128 and 32x128) and the distillation step (8x128)."""
+  import jax
+  import jax.numpy as jnp
   from distilbert_jax import convert, models
 
   out = {}
-  # Inference, DistilBERT-base 8x128: attention implementation x scan, and matmul precision.
   t_model = torch_model("distilbert", "base")
-  ids = jax.device_put(make_input_ids(8, 128))
-  mask = jnp.ones_like(ids)
-  contenders = {}
-  for scan in (False, True):
-    for impl in ("xla", "dot_product"):
-      config = our_config("distilbert", scan_layers=scan, attention_impl=impl)
+  for batch, length in ((8, 128), (32, 128)):
+    ids = jax.device_put(make_input_ids(batch, length))
+    mask = jnp.ones_like(ids)
+    contenders = {}
+
+    def add(name, config, precision=None, fused=False, options=None):
       params = our_params_from_torch(t_model, config, "base")
       model = models.get_model(config, "base")
-      forward = jax.jit(lambda p, i, m, model=model: model.apply({"params": p}, i, attention_mask=m))
-      contenders[f"{'scan' if scan else 'unrolled'}/{impl}"] = (
-          lambda forward=forward, params=params: jax.block_until_ready(forward(params, ids, mask)))
+      forward = jax.jit(lambda p, i, m: model.apply({"params": p}, i, attention_mask=m),
+                        compiler_options=models.compiler_options("base") if options is None else options)
+      with jax.default_matmul_precision(precision), (fused_qkv() if fused else contextlib.nullcontext()):
+        compiled = forward.lower(params, ids, mask).compile()  # traced here: precision and modules apply
+      contenders[name] = lambda: jax.block_until_ready(compiled(params, ids, mask))
+
+    add("unrolled/xla (ours)", our_config("distilbert"))
+    add("XLA's default CPU options (YNNPACK fusions on)", our_config("distilbert"), options={})
+    add("scan over layers", our_config("distilbert", scan_layers=True))
+    add("jax.nn.dot_product_attention", our_config("distilbert", attention_impl="dot_product"))
+    add("fused QKV matmul", our_config("distilbert"), fused=True)
+    add("matmul precision bfloat16", our_config("distilbert"), precision="bfloat16")
+    times = time_side_by_side(contenders, reps)
+    out[f"inference_distilbert_base_{batch}x{length}"] = {n: dict(median_s=median(t), times=t) for n, t in times.items()}
+    print(f"  levers inference {batch}x{length}: " + ", ".join(f"{n} {median(t):.3f}s" for n, t in times.items()),
+          flush=True)
+    del contenders
+  del t_model
+
+  # The masked-LM forward at 1 x 128: why compiler_options("masked_lm") keeps XLA's defaults.
+  t_model = torch_model("distilbert", "masked_lm")
   config = our_config("distilbert")
-  params = our_params_from_torch(t_model, config, "base")
-  model = models.get_model(config, "base")
-  with jax.default_matmul_precision("bfloat16"):  # read while tracing, so lower inside the context
-    compiled = jax.jit(lambda p, i, m: model.apply({"params": p}, i, attention_mask=m)).lower(params, ids, mask).compile()
-  contenders["unrolled/xla, matmul precision bfloat16"] = lambda: jax.block_until_ready(compiled(params, ids, mask))
+  params = our_params_from_torch(t_model, config, "masked_lm")
+  model = models.get_model(config, "masked_lm")
+  ids = jax.device_put(make_input_ids(1, 128))
+  mask = jnp.ones_like(ids)
+  contenders = {}
+  for name, options in (("XLA's default CPU options (ours for masked_lm)", models.compiler_options("masked_lm")),
+                        ("YNNPACK fusions off", {"xla_cpu_experimental_ynn_fusion_type": ""})):
+    compiled = jax.jit(lambda p, i, m: model.apply({"params": p}, i, attention_mask=m),
+                       compiler_options=options).lower(params, ids, mask).compile()
+    contenders[name] = lambda compiled=compiled: jax.block_until_ready(compiled(params, ids, mask))
   times = time_side_by_side(contenders, reps)
-  out["inference_distilbert_base_8x128"] = {n: dict(median_s=median(t), times=t) for n, t in times.items()}
-  print("  levers inference: " + ", ".join(f"{n} {median(t):.3f}s" for n, t in times.items()), flush=True)
+  out["inference_distilbert_masked_lm_1x128"] = {n: dict(median_s=median(t), times=t) for n, t in times.items()}
+  print("  levers masked_lm 1x128: " + ", ".join(f"{n} {median(t):.3f}s" for n, t in times.items()), flush=True)
   del contenders, t_model
 
-  # Training step, 8x128: the config's compile choices, the teacher in bfloat16, no donation.
   t_teacher = torch_model("bert", "masked_lm")
   teacher_sd = {k: v.detach().numpy() for k, v in t_teacher.state_dict().items()}
   del t_teacher
   teacher_params = convert.state_dict_to_params(teacher_sd, our_config("bert"), "masked_lm")
   steps = {}
-  for name, overrides, donate in (
-      ("scan/dot_product (config)", {}, True),
-      ("unrolled/xla", _unrolled_xla(), True),
-      ("scan/xla", {"teacher.attention_impl": "xla", "student.attention_impl": "xla"}, True),
-      ("unrolled/xla, teacher bfloat16", {**_unrolled_xla(), "teacher.dtype": "bfloat16"}, True),
-      ("unrolled/xla, no donation", _unrolled_xla(), False)):
-    step = JaxDistillation(distillation_config(8, 128, **overrides), teacher_params, donate=donate)
-    compile_s = step.compile()
+  for name, overrides, donate, context, options in (
+      ("unrolled/xla (ours)", _unrolled_xla(), True, None, None),
+      ("scan/dot_product (configs/distilbert_base.py)", {"teacher.scan_layers": True, "student.scan_layers": True,
+        "teacher.attention_impl": "dot_product", "student.attention_impl": "dot_product"}, True, None, None),
+      ("YNNPACK fusions off", _unrolled_xla(), True, None, {"xla_cpu_experimental_ynn_fusion_type": ""}),
+      ("autodiff vocabulary head and KL", _unrolled_xla(), True, autodiff_vocab_head, None),
+      ("teacher in bfloat16", {**_unrolled_xla(), "teacher.dtype": "bfloat16"}, True, None, None),
+      ("no buffer donation", _unrolled_xla(), False, None, None)):
+    with context() if context else contextlib.nullcontext():
+      step = JaxDistillation(distillation_config(8, 128, **overrides), teacher_params, donate=donate,
+                             compiler_options=options)
+      compile_s = step.compile()
     step.run()
     steps[name] = (step, compile_s)
   times = time_side_by_side({n: s.run for n, (s, _) in steps.items()}, reps, warmup=0)
@@ -723,38 +901,45 @@ def _unrolled_xla() -> dict:
 
 FLAG_SETTINGS = (
     "",
-    "--xla_cpu_use_thunk_runtime=false",
-    "--xla_cpu_multi_thread_eigen=false",
-    "--xla_cpu_use_xnnpack=true",
+    "--xla_cpu_experimental_ynn_fusion_type=",  # no YNNPACK fusions: dots go to Eigen
+    "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_xnn_fusion_type=dot",
+    "--xla_cpu_experimental_onednn_fusion_type=dot",
     "--xla_cpu_use_onednn=true",
-    "--xla_cpu_experimental_onednn_custom_call=true",
+    "--xla_cpu_use_xnnpack=false",
+    "--xla_cpu_multi_thread_eigen=false",
+    "--xla_cpu_use_thunk_runtime=false",
     "--xla_cpu_enable_fast_math=true",
     "--xla_cpu_prefer_vector_width=512",
-    "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    "--xla_cpu_enable_concurrency_optimized_scheduler=false",
 )
+FLAG_WORKLOADS = (("base", 8, 128), ("masked_lm", 8, 128), ("base", 32, 128))
 
 
 def flag_probe(reps: int) -> dict:
-  """In a process started with XLA_FLAGS: DistilBERT-base 8x128 forward, unrolled, XLA attention."""
+  """In a process started with XLA_FLAGS: DistilBERT-base forwards (unrolled, XLA attention)."""
   import jax
   import jax.numpy as jnp
   from distilbert_jax import models
   config = our_config("distilbert")
-  model = models.get_model(config, "base")
-  params = init_params(model)
-  ids = jax.device_put(make_input_ids(8, 128))
-  mask = jnp.ones_like(ids)
-  forward = jax.jit(lambda p, i, m: model.apply({"params": p}, i, attention_mask=m))
-  start = time.perf_counter()
-  compiled = forward.lower(params, ids, mask).compile()
-  compile_s = time.perf_counter() - start
-  times = time_side_by_side({"f": lambda: jax.block_until_ready(compiled(params, ids, mask))}, reps)["f"]
-  return dict(compile_s=compile_s, median_s=median(times), times=times)
+  out = {}
+  for head, batch, length in FLAG_WORKLOADS:
+    model = models.get_model(config, head)
+    params = init_params(model)
+    ids = jax.device_put(make_input_ids(batch, length))
+    mask = jnp.ones_like(ids)
+    forward = jax.jit(lambda p, i, m, model=model: model.apply({"params": p}, i, attention_mask=m))
+    start = time.perf_counter()
+    compiled = forward.lower(params, ids, mask).compile()
+    compile_s = time.perf_counter() - start
+    times = time_side_by_side({"f": lambda: jax.block_until_ready(compiled(params, ids, mask))}, reps)["f"]
+    out[f"{head} {batch}x{length}"] = dict(compile_s=compile_s, median_s=median(times), times=times)
+  out["load_average"] = os.getloadavg()[0]
+  return out
 
 
 def xla_flag_sweep(reps: int, rounds: int = 2) -> list[dict]:
-  """One process per flag setting, the settings alternated over `rounds` rounds; a flag this
-  jaxlib does not know makes its process fail, which is recorded as such."""
+  """One process per flag setting, the settings alternated over `rounds` rounds (forward, then
+  reversed); a flag this jaxlib does not know makes its process fail, recorded as such."""
   results = {flags: [] for flags in FLAG_SETTINGS}
   errors = {}
   for r in range(rounds):
@@ -764,21 +949,29 @@ def xla_flag_sweep(reps: int, rounds: int = 2) -> list[dict]:
       result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
       lines = [line for line in result.stdout.splitlines() if line.startswith("FLAGPROBE ")]
       if result.returncode or not lines:
-        errors[flags] = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        errors[flags] = (result.stderr.strip().splitlines() or ["no output"])[-1][:200]
         continue
       results[flags].append(json.loads(lines[-1][len("FLAGPROBE "):]))
-      print(f"  XLA_FLAGS={flags!r}: {results[flags][-1]['median_s']:.3f}s", flush=True)
+      print(f"  XLA_FLAGS={flags!r}: " + ", ".join(
+          f"{w} {results[flags][-1][w]['median_s'] * 1e3:.0f} ms" for w in _workload_names()), flush=True)
   rows = []
-  base = median([p["median_s"] for p in results[""]]) if results[""] else None
+  base = {w: median([p[w]["median_s"] for p in results[""]]) for w in _workload_names()} if results[""] else None
   for flags in FLAG_SETTINGS:
-    if flags in errors and not results[flags]:
-      rows.append(dict(flags=flags, error=errors[flags]))
+    if not results[flags]:
+      rows.append(dict(flags=flags, error=errors.get(flags, "no result")))
       continue
-    m = median([p["median_s"] for p in results[flags]])
-    rows.append(dict(flags=flags or "(none)", median_s=m, speedup_vs_default=base / m if base else None,
-                     compile_s=median([p["compile_s"] for p in results[flags]]), process_medians=[
-                         p["median_s"] for p in results[flags]]))
+    row = dict(flags=flags or "(none)", load_average=max(p["load_average"] for p in results[flags]))
+    for w in _workload_names():
+      m = median([p[w]["median_s"] for p in results[flags]])
+      row[w] = dict(median_s=m, speedup_vs_default=base[w] / m if base else None,
+                    compile_s=median([p[w]["compile_s"] for p in results[flags]]),
+                    process_medians=[p[w]["median_s"] for p in results[flags]])
+    rows.append(row)
   return rows
+
+
+def _workload_names():
+  return [f"{head} {batch}x{length}" for head, batch, length in FLAG_WORKLOADS]
 
 
 # ===================================================================================== report
@@ -791,7 +984,44 @@ def environment() -> dict:
               torch=torch.__version__, transformers=transformers.__version__, backend=jax.default_backend(),
               xla_flags=os.environ.get("XLA_FLAGS", ""), torch_threads=torch.get_num_threads(),
               torch_attention=hf_config("bert")._attn_implementation or "sdpa",  # pylint: disable=protected-access
-              python=platform.python_version(), load_average_start=os.getloadavg())
+              python=platform.python_version(), load_average_start=os.getloadavg(),
+              malloc=os.environ.get("LD_PRELOAD") or "system (glibc)", cpu_jiffies_start=cpu_jiffies())
+
+
+def cpu_jiffies() -> dict:
+  """Machine-wide CPU time from /proc/stat: busy, idle and steal (time the hypervisor gave to
+  other guests), in jiffies; empty where there is no /proc/stat."""
+  try:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+  except OSError:
+    return {}
+  user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+  return dict(busy=user + nice + system + irq + softirq, idle=idle + iowait, steal=steal)
+
+
+def steal_percent(env: dict) -> Optional[float]:
+  start, end = env.get("cpu_jiffies_start"), env.get("cpu_jiffies_end")
+  if not start or not end:
+    return None
+  total = sum(end[k] - start[k] for k in ("busy", "idle", "steal"))
+  return 100.0 * (end["steal"] - start["steal"]) / max(total, 1)
+
+
+TCMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+                  "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/local/lib/libtcmalloc_minimal.so.4")
+
+
+def reexec_with_tcmalloc() -> None:
+  """Starts this script again with tcmalloc preloaded (both frameworks then allocate through it).
+  glibc returns every buffer over 32 MiB to the kernel on free, so each step of either framework
+  page-faults its large temporaries back in: 475k faults (1.9 GB) per distillation step here."""
+  if "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+    return
+  lib = next((p for p in TCMALLOC_PATHS if os.path.exists(p)), None)
+  if lib is None:
+    sys.exit("benchmark.py: --malloc tcmalloc: libtcmalloc_minimal.so.4 not found in "
+             f"{', '.join(TCMALLOC_PATHS)} (Debian/Ubuntu: apt-get install libtcmalloc-minimal4)")
+  os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "LD_PRELOAD": lib})
 
 
 def ms(seconds: float) -> str:
@@ -803,17 +1033,28 @@ def format_report(results: dict) -> str:
   lines = [f"Machine: {env['cpu']}, {env['cores']} cores; jax {env['jax']} ({env['backend']}), torch "
            f"{env['torch']} with torch.get_num_threads() = {env['torch_threads']}, transformers "
            f"{env['transformers']} (attention: {env['torch_attention']}); XLA_FLAGS={env['xla_flags']!r}; "
+           f"malloc: {env.get('malloc', 'system (glibc)')}; "
            f"load average {env['load_average_start'][0]:.1f} at start, {env['load_average_end'][0]:.1f} at end; "
+           f"CPU time stolen by the hypervisor during the run: "
+           f"{'-' if steal_percent(env) is None else f'{steal_percent(env):.1f}%'}; "
            f"{results['reps']} timed runs per figure after 1 warm-up (median); wall time "
            f"{results['wall_s'] / 60:.1f} min.", ""]
+  loads = [r["load_average"] for r in results.get("inference", []) + (results.get("training") or {}).get("rows", [])]
+  loads += [env["load_average_start"][0], env["load_average_end"][0]]
+  if max(loads) > 1.5 + 0.25 * env["cores"]:  # our own run accounts for about one
+    lines += [f"**Warning: the machine was shared (1-minute load average up to {max(loads):.1f} on {env['cores']} "
+              "cores; `load` column).** Co-tenant load slows PyTorch more than XLA (an OpenMP parallel region "
+              "waits for its slowest thread at every op; XLA's thread pool splits work into many small tasks), "
+              "so ratios measured under load overstate ours. Re-run on a quiet machine.", ""]
   if results.get("inference"):
     lines += ["### 1. Inference, float32, ours (jit) vs transformers PyTorch (inference_mode)", "",
-              "| model | head | batch x length | ours ms | PyTorch ms | speed-up | ours tokens/s | max abs diff |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+              "| model | head | batch x length | ours ms | PyTorch ms | speed-up | ours tokens/s | max abs diff | load |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["inference"]:
       diff = f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"
       lines.append(f"| {r['arch']} | {r['head']} | {r['batch']}x{r['length']} | {ms(r['ours_s'])} | "
-                   f"{ms(r['torch_s'])} | **{r['speedup']:.2f}x** | {r['ours_tokens_per_s']:,.0f} | {diff} |")
+                   f"{ms(r['torch_s'])} | **{r['speedup']:.2f}x** | {r['ours_tokens_per_s']:,.0f} | {diff} | "
+                   f"{r['load_average']:.1f} |")
     lines += ["", "### 2. Student vs teacher (ours): DistilBERT-base vs BERT-base", "",
               "| head | batch x length | DistilBERT ms | BERT ms | throughput ratio | (PyTorch's ratio) | "
               "parameters | param ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -826,15 +1067,16 @@ def format_report(results: dict) -> str:
     t = results["training"]
     lines += ["", f"### 3. Distillation step, float32, batch {t['batch']} x {t['length']} "
               f"(BERT-base teacher, DistilBERT-base student)", "",
-              "| step | ms | tokens/s | vs PyTorch | compile s | peak RSS (own process) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| step | ms | tokens/s | vs PyTorch | compile s | peak RSS (own process) | load |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     memory = results.get("memory") or {}
     for r in t["rows"]:
       ratio = f"**{r['vs_torch']:.2f}x** vs {r['torch_baseline']}" if "vs_torch" in r else "-"
       compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") else "-"
       mem = memory.get({"ours": "jax", "torch": "torch"}.get(r["name"], ""), {})
       peak = f"{mem['peak_rss'] / 2**30:.2f} GiB" if "peak_rss" in mem else "-"
-      lines.append(f"| {r['name']} | {ms(r['step_s'])} | {r['tokens_per_s']:,.0f} | {ratio} | {compile_s} | {peak} |")
+      lines.append(f"| {r['name']} | {ms(r['step_s'])} | {r['tokens_per_s']:,.0f} | {ratio} | {compile_s} | {peak} | "
+                   f"{r['load_average']:.1f} |")
     lines.append("")
     lines.append("Same weights: " + ", ".join(f"{k} {v:.1e}" for k, v in t["checks"].items()) + ".")
     lines.append("First-step losses: " + "; ".join(
@@ -856,7 +1098,8 @@ def format_report(results: dict) -> str:
                  f"({a['alias_bytes'] / 2**30:.2f} GiB aliased to donated inputs)")
       lines.append(text + ".")
   acc = results.get("accelerator") or {}
-  lines += ["", "### 4. Accelerator (bfloat16)", ""]
+  if acc:
+    lines += ["", "### 4. Accelerator (bfloat16)", ""]
   if "skipped" in acc:
     lines.append(f"Skipped: {acc['skipped']}.")
   elif acc:
@@ -869,21 +1112,38 @@ def format_report(results: dict) -> str:
     mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a (unknown peak)"
     lines.append(f"| distillation step | {r['batch']}x{r['length']} | {ms(r['step_s'])} | {r['tokens_per_s']:,.0f} "
                  f"| {mfu} |")
+  if results.get("roofline"):
+    roof = results["roofline"]
+    lines += ["", "### CPU roofline, float32: each framework's matrix products alone, and what the targets need", "",
+              "| matrix product | ours ms | PyTorch ms | ours GFLOP/s | PyTorch GFLOP/s |", "|---|---:|---:|---:|---:|"]
+    for r in roof["matmuls"]:
+      lines.append(f"| {r['shape']} | {r['ours_s'] * 1e3:.1f} | {r['torch_s'] * 1e3:.1f} | {r['ours_gflops']:.0f} | "
+                   f"{r['torch_gflops']:.0f} |")
+    lines += ["", f"Best matrix-product rate measured (either framework): **{roof['best_matmul_gflops']:.0f} GFLOP/s**.",
+              "", "| workload | model GFLOP (flops.py) | ours GFLOP/s | PyTorch GFLOP/s | target | GFLOP/s the target "
+              "needs | ... over the best matmul rate |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for w in roof["workloads"]:
+      lines.append(f"| {w['name']} | {w['gflop']:.1f} | {w['ours_gflops']:.0f} | {w['torch_gflops']:.0f} | "
+                   f"{w['target']}x | {w['needed_gflops']:.0f} | **{w['needed_vs_best_matmul']:.0%}** |")
   if results.get("levers"):
-    lines += ["", "### Levers (side by side in one process)", "", "| what | variant | median ms | compile s |",
-              "|---|---|---:|---:|"]
+    lines += ["", "### Levers (side by side in one process; the first row of each group is our setting)", "",
+              "| what | variant | median ms | ours / variant time | compile s |", "|---|---|---:|---:|---:|"]
     for what, variants in results["levers"].items():
+      reference = next(iter(variants.values()))["median_s"]
       for name, v in variants.items():
         compile_s = f"{v['compile_s']:.1f}" if "compile_s" in v else "-"
-        lines.append(f"| {what} | {name} | {ms(v['median_s'])} | {compile_s} |")
+        lines.append(f"| {what} | {name} | {ms(v['median_s'])} | {reference / v['median_s']:.2f} | {compile_s} |")
   if results.get("xla_flag_sweep"):
-    lines += ["", "### XLA CPU flags (DistilBERT-base 8x128 forward, one process per setting, alternated)", "",
-              "| XLA_FLAGS | median ms | vs no flags | compile s |", "|---|---:|---:|---:|"]
+    names = _workload_names()
+    lines += ["", "### XLA CPU flags (DistilBERT-base forward, one process per setting, settings alternated)", "",
+              "| XLA_FLAGS | " + " | ".join(f"{n} ms (vs none)" for n in names) + " | max load |",
+              "|---|" + "---:|" * len(names) + "---:|"]
     for r in results["xla_flag_sweep"]:
       if "error" in r:
-        lines.append(f"| `{r['flags']}` | failed: {r['error']} | | |")
-      else:
-        lines.append(f"| `{r['flags']}` | {ms(r['median_s'])} | {r['speedup_vs_default']:.2f}x | {r['compile_s']:.1f} |")
+        lines.append(f"| `{r['flags']}` | failed: {r['error']} |" + " |" * len(names))
+        continue
+      cells = [f"{ms(r[n]['median_s'])} ({r[n]['speedup_vs_default']:.2f}x)" for n in names]
+      lines.append(f"| `{r['flags']}` | " + " | ".join(cells) + f" | {r['load_average']:.1f} |")
   return "\n".join(lines)
 
 
@@ -893,19 +1153,29 @@ def main(argv=None):
   parser.add_argument("--full", action="store_true", help="MLM heads at every shape too (about 20 minutes)")
   parser.add_argument("--out", default="BENCH.json", help="where the JSON goes")
   parser.add_argument("--reps", type=int, default=3, help="timed runs per figure (after one warm-up)")
-  parser.add_argument("--sections", default="inference,training,memory,accelerator",
-                      help="comma-separated subset of inference,training,memory,accelerator")
+  parser.add_argument("--sections", default="inference,training,memory,roofline,accelerator",
+                      help="comma-separated subset of inference,training,memory,roofline,accelerator")
   parser.add_argument("--levers", action="store_true", help="also time the compile levers")
   parser.add_argument("--xla-flag-sweep", action="store_true", help="also time XLA CPU flags (subprocesses)")
   parser.add_argument("--force-accelerator-section", action="store_true",
                       help="run section 4's code on CPU with tiny shapes (to check it runs)")
+  parser.add_argument("--xla-flags", default=None,
+                      help="XLA_FLAGS for this run (default: the environment's); e.g. "
+                           "'--xla_cpu_experimental_ynn_fusion_type=' (see BENCHMARKS.md)")
+  parser.add_argument("--malloc", choices=("system", "tcmalloc"), default="system",
+                      help="tcmalloc: re-run this script with libtcmalloc_minimal preloaded, for both "
+                           "frameworks (see BENCHMARKS.md: fewer page faults, less noise)")
   parser.add_argument("--train-batch", type=int, default=8)
   parser.add_argument("--train-length", type=int, default=128)
   parser.add_argument("--overrides", default="{}", help="JSON {section.field: value} for the distillation config")
   parser.add_argument("--memory-probe", choices=("jax", "torch"), help=argparse.SUPPRESS)
   parser.add_argument("--flag-probe", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.malloc == "tcmalloc":
+    reexec_with_tcmalloc()
   overrides = json.loads(args.overrides)
+  if args.xla_flags is not None:  # before jax creates its CPU client; memory probes inherit it
+    os.environ["XLA_FLAGS"] = args.xla_flags
 
   if args.memory_probe:  # a child process of measure_memory
     print("MEMORY " + json.dumps(memory_probe(args.memory_probe, args.train_batch, args.train_length, overrides)))
@@ -940,17 +1210,20 @@ def main(argv=None):
     results["memory"] = measure_memory(("jax", "torch"), args.train_batch, args.train_length, overrides)
   if "accelerator" in sections:
     results["accelerator"] = accelerator_section(args.force_accelerator_section, args.quick)
+  if "roofline" in sections and results["environment"]["backend"] == "cpu":
+    results["roofline"] = roofline_section(args.reps, results)
   if args.levers:
     results["levers"] = levers_section(args.reps)
   if args.xla_flag_sweep:
     results["xla_flag_sweep"] = xla_flag_sweep(args.reps)
   results["environment"]["load_average_end"] = os.getloadavg()
+  results["environment"]["cpu_jiffies_end"] = cpu_jiffies()
   results["wall_s"] = time.perf_counter() - start
-  report = format_report(results)
-  print()
-  print(report)
-  if args.out:
+  if args.out:  # first, so that the measurements survive a failure in the formatting
     Path(args.out).write_text(json.dumps(results, indent=1))
+  print()
+  print(format_report(results))
+  if args.out:
     print(f"\nwrote {args.out}")
 
 

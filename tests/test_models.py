@@ -334,3 +334,21 @@ def test_mlm_gradients_match_pytorch_autograd(model_type):
   for name, value in expected.items():
     scale = max(1.0, float(np.abs(value).max()))
     np.testing.assert_allclose(got[name], value, atol=5e-5 * scale, rtol=0, err_msg=name)
+
+
+def test_cpu_compiler_options_take_the_library_fusions_out_and_keep_the_outputs():
+  # models.compiler_options() must still name an option this jaxlib honours: the default CPU
+  # compilation has YNNPACK fusions, ours has none, and both give the same hidden states.
+  assert models.compiler_options(backend="gpu") == {} and models.compiler_options(backend="tpu") == {}
+  assert models.compiler_options("masked_lm", backend="cpu") == {}  # the vocabulary product needs YNNPACK
+  config = models.DistilBertConfig(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, hidden_dim=256,
+                                   max_position_embeddings=24)
+  model = models.get_model(config, "base")
+  ids = np.random.RandomState(0).randint(1, VOCAB, (4, 16))
+  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), ids)["params"])
+  forward = lambda p, i: model.apply({"params": p}, i).last_hidden_state
+  default = jax.jit(forward).lower(params, ids).compile()
+  ours = jax.jit(forward, compiler_options=models.compiler_options("base", backend="cpu")).lower(params, ids).compile()
+  assert "__ynn_fusion" in default.as_text()
+  assert "__ynn_fusion" not in ours.as_text()
+  np.testing.assert_allclose(np.asarray(ours(params, ids)), np.asarray(default(params, ids)), atol=1e-5, rtol=0)
