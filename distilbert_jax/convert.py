@@ -516,12 +516,13 @@ def _student_config(teacher_config, student_type: str, n_layers: int, overrides:
   if student_type == "distilbert":
     if t.layer_norm_eps != 1e-12:
       log.warning("DistilBERT fixes LayerNorm eps at 1e-12; the teacher used %g", t.layer_norm_eps)
-    return models.DistilBertConfig(
+    inherited = dict(
         vocab_size=t.vocab_size, max_position_embeddings=t.max_position_embeddings, n_layers=n_layers,
         n_heads=t.num_attention_heads, dim=t.hidden_size, hidden_dim=t.intermediate_size,
         dropout=t.hidden_dropout_prob, attention_dropout=t.attention_probs_dropout_prob, activation=t.hidden_act,
         initializer_range=t.initializer_range, pad_token_id=t.pad_token_id,
-        tie_word_embeddings=t.tie_word_embeddings, id2label=t.id2label, **{**compile_fields, **overrides})
+        tie_word_embeddings=t.tie_word_embeddings, id2label=t.id2label, **compile_fields)
+    return models.DistilBertConfig(**{**inherited, **overrides})  # any inherited field may be overridden
   raise ValueError(f"a {student_type} student from a {t.model_type} teacher is not supported")
 
 

