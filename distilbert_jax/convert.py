@@ -45,13 +45,13 @@ import flax
 from flax import traverse_util
 from flax.linen import meta
 
-from distilbert_jax import models
+from distilbert_jax import errors, models
 from distilbert_jax.models import layers as model_layers
 
 log = logging.getLogger(__name__)
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.Error, ValueError):
   """A checkpoint that cannot be read or does not fit the model; the message is one line."""
 
 

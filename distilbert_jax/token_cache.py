@@ -57,6 +57,8 @@ from absl import logging
 import numpy as np
 import tokenizers
 
+from distilbert_jax import errors
+
 FORMAT_VERSION = 1
 _TEXTS_PER_ENCODE = 16_384  # encode_batch parallelises over a batch in Rust, on every core.
 _SPECIAL_TOKENS = ("cls", "sep", "pad", "mask", "unk")
@@ -66,7 +68,7 @@ _COUNT_NAMES = ("texts_read", "undecodable_lines", "malformed_lines",
                 "dropped_mostly_unk", "sequences", "tokens")
 
 
-class InputPipelineError(ValueError):
+class InputPipelineError(errors.Error, ValueError):
   """A one-line problem with the training data, a source spec or the tokenizer."""
 
 
