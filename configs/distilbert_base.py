@@ -21,6 +21,8 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  # Which job of train.py runs this config: "distill" (also teacher-free MLM pretraining) or "finetune".
+  config.job = "distill"
 
   config.teacher = ml_collections.ConfigDict()
   # A Hugging Face directory or our Flax directory (convert.load_pretrained reads both).
@@ -90,6 +92,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.temperature = 2.0
   # KL (and MSE) over masked tokens only, instead of every real token.
   config.loss.ce_masked_only = False
+  # Run the vocabulary projection (student and teacher) only at the masked positions: exact for
+  # loss_mlm and, with ce_masked_only, for loss_ce and loss_mse; needs ce_masked_only when those are on.
+  config.loss.logits_at_masked_only = False
   # (student, teacher) hidden-state indices for loss_hidden (0 = embeddings); empty = the
   # student's layers against the teacher layers they were copied from.
   config.loss.hidden_layer_map = ()

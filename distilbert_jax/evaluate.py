@@ -19,7 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from distilbert_jax import convert, models
+from distilbert_jax import convert, errors, models
+
+
+class EvaluationError(errors.Error, ValueError):
+  """An evaluation file or model that cannot be used; the message names it."""
 
 
 class Encoder:
@@ -31,7 +35,7 @@ class Encoder:
     self.model, self.params = convert.load_pretrained(model_dir, head="base")
     tokenizer_file = Path(tokenizer_dir or model_dir) / "tokenizer.json"
     if not tokenizer_file.exists():
-      raise ValueError(f"{tokenizer_file}: no tokenizer.json beside the model")
+      raise EvaluationError(f"{tokenizer_file}: no tokenizer.json beside the model")
     self.tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
     # tokenizer.json may pad every text to a fixed length (all-MiniLM-L6-v2's pads to 128):
     # we pad ourselves, and count real tokens from the encodings.
@@ -87,28 +91,28 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def read_sts_tsv(path: str) -> tuple[list[str], list[str], np.ndarray]:
   """A GLUE STS-B style file with a header naming sentence1, sentence2 and score."""
   if not os.path.isfile(path):
-    raise ValueError(f"{path}: no such file")
+    raise EvaluationError(f"{path}: no such file")
   with open(path, encoding="utf-8", newline="") as f:
     rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
   if not rows:
-    raise ValueError(f"{path}: empty file")
+    raise EvaluationError(f"{path}: empty file")
   header = rows[0]
   missing = [c for c in ("sentence1", "sentence2", "score") if c not in header]
   if missing:
-    raise ValueError(f"{path}: header lacks column(s) {', '.join(missing)} (found {', '.join(header)})")
+    raise EvaluationError(f"{path}: header lacks column(s) {', '.join(missing)} (found {', '.join(header)})")
   i1, i2, i3 = (header.index(c) for c in ("sentence1", "sentence2", "score"))
   s1, s2, scores = [], [], []
   for line_no, row in enumerate(rows[1:], start=2):
     if len(row) <= max(i1, i2, i3):
-      raise ValueError(f"{path}:{line_no}: expected at least {max(i1, i2, i3) + 1} columns, found {len(row)}")
+      raise EvaluationError(f"{path}:{line_no}: expected at least {max(i1, i2, i3) + 1} columns, found {len(row)}")
     try:
       scores.append(float(row[i3]))
     except ValueError:
-      raise ValueError(f"{path}:{line_no}: score {row[i3]!r} is not a number") from None
+      raise EvaluationError(f"{path}:{line_no}: score {row[i3]!r} is not a number") from None
     s1.append(row[i1])
     s2.append(row[i2])
   if not scores:
-    raise ValueError(f"{path}: no sentence pairs")
+    raise EvaluationError(f"{path}: no sentence pairs")
   return s1, s2, np.asarray(scores, np.float64)
 
 
@@ -233,7 +237,7 @@ def distill_report(workdir: str, export_dir: str, teacher_dir: str, heldout_file
   student, teacher = Encoder(export_dir), Encoder(teacher_dir)
   export_diff = check_export_matches_transformers(export_dir, student, sentences[:32])
   if export_diff > 1e-4:
-    raise RuntimeError(f"{export_dir}: transformers' outputs differ from ours by {export_diff:.2e} (> 1e-4)")
+    raise EvaluationError(f"{export_dir}: transformers' outputs differ from ours by {export_diff:.2e} (> 1e-4)")
   comparison = compare_student_teacher(student, teacher, sentences)
   table = format_table(comparison)
   similarities = comparison.pop("_similarities")

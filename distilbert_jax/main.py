@@ -1,77 +1,133 @@
-"""The `distilbert-jax` command line: flags only; the work lives in the library.
+"""The `distilbert-jax` command line: arguments only; the work lives in the library.
 
   distilbert-jax distill --config configs/tiny.py --workdir runs/tiny [--config.train.batch_size=64]
   distilbert-jax convert --to flax HF_DIR OUT_DIR        (or --to pytorch FLAX_DIR OUT_DIR)
   distilbert-jax token-counts --config CONFIG --out counts.npy
   distilbert-jax evaluate-sts --model DIR --data FILE.tsv [--teacher DIR]
+
+Problems a user can fix (errors.Error) print one line and exit with status 2; a run stopped by
+SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
 """
-import os
+import argparse
 import sys
+from pathlib import Path
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags as absl_flags
+from absl import logging
 
-COMMANDS = ("distill", "convert", "token-counts", "evaluate-sts")
+from distilbert_jax import configuration, errors
 
-config_flags.DEFINE_config_file("config", None, "Training configuration file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the export.")
-flags.DEFINE_enum("to", None, ["flax", "pytorch"], "convert: the target format.")
-flags.DEFINE_string("head", None, "convert: the model head (default: from config.json).")
-flags.DEFINE_string("out", None, "token-counts: the .npy file to write.")
-flags.DEFINE_string("model", None, "evaluate-sts: a Hugging Face or Flax model directory.")
-flags.DEFINE_string("teacher", None, "evaluate-sts: a second model to compare with.")
-flags.DEFINE_string("data", None, "evaluate-sts: a GLUE STS-B style .tsv (sentence1, sentence2, score).")
-FLAGS = flags.FLAGS
+OVERRIDES_HELP = ("Any field of the config may follow as --config.SECTION.FIELD=VALUE "
+                  "(e.g. --config.train.num_steps=100).")
 
 
-def main(argv):
-  if len(argv) < 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"usage: distilbert-jax {{{','.join(COMMANDS)}}} [flags]")
-  command, args = argv[1], argv[2:]
-  if command == "distill":
-    from distilbert_jax import train
-    train.train_and_evaluate(_required(FLAGS.config, "--config"), _required(FLAGS.workdir, "--workdir"))
-  elif command == "convert":
+def _add_config_args(parser, workdir_help: str):
+  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                      help="The configuration file (configs/*.py), optionally with the argument of its get_config.")
+  parser.add_argument("--workdir", required=True, help=workdir_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="distilbert-jax", description="Distil, pretrain, fine-tune, evaluate and convert BERT-family "
+      "encoders in JAX.", epilog="`distilbert-jax COMMAND --help` describes each command.")
+  parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level (JAX, orbax and ours).")
+  commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+  p = commands.add_parser("distill", help="Distil a student from a teacher (or pretrain it with MLM alone).",
+                          description="Runs or resumes the distillation a config describes; writes checkpoints, "
+                          "metrics.jsonl, TensorBoard logs and WORKDIR/export (Hugging Face format).",
+                          epilog=OVERRIDES_HELP)
+  _add_config_args(p, "Directory for checkpoints, metrics and the export; rerunning resumes from it.")
+
+  p = commands.add_parser("convert", help="Convert weights between Hugging Face (PyTorch) and Flax directories.",
+                          description="Converts a model directory; the output is written atomically.")
+  p.add_argument("--to", required=True, choices=["flax", "pytorch"], help="The format to write.")
+  p.add_argument("--head", help="The model head (default: from config.json's architectures).")
+  p.add_argument("--overwrite", action="store_true", help="Replace a non-empty output directory.")
+  p.add_argument("src", help="The directory to read.")
+  p.add_argument("dst", help="The directory to write.")
+
+  p = commands.add_parser("token-counts", help="Count token ids of a config's corpus (for MLM smoothing).",
+                          description="Tokenises the config's data exactly as `distill` does and writes the "
+                          "count of every token id as .npy (the input of config.mask.token_counts).",
+                          epilog=OVERRIDES_HELP)
+  _add_config_args(p, "Directory for the token cache (unless config.data.cache_dir names one).")
+  p.add_argument("--out", required=True, help="The .npy file to write.")
+
+  p = commands.add_parser("evaluate-sts", help="Spearman correlation of sentence embeddings on STS-B.",
+                          description="Mean-pooled sentence embeddings, cosine similarity against gold scores.")
+  p.add_argument("--model", required=True, help="A Hugging Face or Flax model directory.")
+  p.add_argument("--data", required=True, help="A GLUE STS-B style .tsv (sentence1, sentence2, score).")
+  p.add_argument("--teacher", help="A second model to compare with.")
+  return parser
+
+
+def _config(args, overrides):
+  config = configuration.load(args.config)
+  configuration.apply_overrides(config, overrides)
+  return config
+
+
+def _workdir(path: str) -> Path:
+  workdir = Path(path)
+  if workdir.exists() and not workdir.is_dir():
+    raise errors.ConfigError(f"{workdir}: --workdir exists and is not a directory")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.ConfigError(f"{workdir}: cannot create the work directory ({e.strerror})") from e
+  return workdir
+
+
+def main(argv) -> int:
+  parser = build_parser()
+  overrides, rest = configuration.split_overrides(argv)
+  args, unknown = parser.parse_known_args(rest)
+  if unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+  if overrides and args.command not in ("distill", "token-counts"):
+    parser.error(f"{args.command} takes no --config.* overrides")
+  logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
+
+  if args.command == "distill":
+    from distilbert_jax import corpus, evaluate, train
+    config = _config(args, overrides)
+    workdir = _workdir(args.workdir)
+    result = train.train_and_evaluate(config, str(workdir))
+    if config.get("eval_heldout") and "export_dir" in result:  # the teacher/student report (PyTorch)
+      heldout = config.eval_heldout
+      if heldout == "embedded":
+        heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
+      evaluate.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
+  elif args.command == "convert":
     from distilbert_jax import convert
-    if len(args) != 2:
-      raise app.UsageError("usage: distilbert-jax convert --to {flax,pytorch} SRC_DIR OUT_DIR")
-    convert.convert_main(_required(FLAGS.to, "--to"), args[0], args[1], head=FLAGS.head)
-  elif command == "token-counts":
-    from distilbert_jax import input_pipeline
-    c = _required(FLAGS.config, "--config")
-    input_pipeline.token_counts_main(list(c.data.sources), c.data.tokenizer_dir or c.teacher.path,
-                                     c.data.cache_dir or os.path.join(FLAGS.workdir or ".", "token_cache"),
-                                     _required(FLAGS.out, "--out"), c.data.max_length, c.data.min_length)
-  elif command == "evaluate-sts":
+    convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)
+  elif args.command == "token-counts":
+    from distilbert_jax import distill, input_pipeline
+    config = _config(args, overrides)
+    workdir = _workdir(args.workdir)
+    cache = distill.build_token_cache(config, workdir)
+    input_pipeline.write_token_counts(cache, args.out)
+    print(f"token counts of {cache.num_sequences} sequences written to {args.out}")
+  elif args.command == "evaluate-sts":
     from distilbert_jax import evaluate
-    evaluate.evaluate_sts_main(_required(FLAGS.model, "--model"), _required(FLAGS.data, "--data"), FLAGS.teacher)
-
-
-def _required(value, name):
-  if value is None:
-    raise app.UsageError(f"{name} is required")
-  return value
+    evaluate.evaluate_sts_main(args.model, args.data, args.teacher)
+  return 0
 
 
 def run():
-  """Console entry point. Bad input (a ValueError naming the file) is one line and exit 1."""
-  # Configs import their siblings (`from configs import distilbert_base`), as the Flax examples
-  # do: make the directory that holds configs/ importable, wherever the command runs from.
-  for i, arg in enumerate(sys.argv):
-    path = arg[len("--config="):] if arg.startswith("--config=") else (
-        sys.argv[i + 1] if arg == "--config" and i + 1 < len(sys.argv) else None)
-    if path:  # "configs/x.py" or "configs/x.py:variant"
-      sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path.split(":")[0]))))
-  # Orbax and JAX log every checkpoint step at INFO; `--verbosity=0` brings them back.
-  logging.set_verbosity(logging.WARNING)
+  """Console entry point."""
+  # absl's logging expects absl's flags; we parse our own arguments.
+  absl_flags.FLAGS.mark_as_parsed()
   try:
-    app.run(main)
-  except (ValueError, OSError, RuntimeError) as e:
-    if isinstance(e, app.UsageError):
-      raise
+    sys.exit(main(sys.argv[1:]))
+  except errors.Error as e:
     logging.flush()
-    print(f"distilbert-jax: error: {e}", file=sys.stderr)
-    sys.exit(1)
+    # A preempted run (train.Preempted) exits with 128 + the signal number, as shells report it.
+    status = getattr(e, "exit_status", 2)
+    print(f"distilbert-jax: {'error: ' if status == 2 else ''}{e}", file=sys.stderr)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

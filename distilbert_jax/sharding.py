@@ -20,6 +20,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from distilbert_jax import errors
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -45,16 +47,16 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
   devices = list(devices if devices is not None else jax.devices())
   sizes = [data, fsdp, tensor]
   if sizes.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+    raise errors.ConfigError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices are not divisible by the fixed mesh axes {sizes}")
+      raise errors.ConfigError(f"{len(devices)} devices are not divisible by the fixed mesh axes {sizes}")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) < len(devices) and -1 not in (data, fsdp, tensor):
     devices = devices[:math.prod(sizes)]  # an explicit smaller mesh takes the first devices
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {math.prod(sizes)} "
+    raise errors.ConfigError(f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {math.prod(sizes)} "
                      f"devices, but {len(devices)} are available")
   # Tensor innermost: its collectives are the most frequent, so they get the closest devices.
   return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)

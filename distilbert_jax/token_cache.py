@@ -257,6 +257,19 @@ class _Tokenizer:
       self.special_ids[kind] = token_id
 
 
+def check_sources(sources: Sequence[str]) -> None:
+  """Raises InputPipelineError for a malformed spec or a file that does not exist, reading nothing."""
+  if not sources:
+    raise InputPipelineError("no data sources given (config.data.sources is empty)")
+  for spec in sources:
+    _Source(spec)
+
+
+def tokenizer_vocab_size(tokenizer_dir: str) -> int:
+  """The vocabulary size of the fast tokenizer in `tokenizer_dir` (its tokenizer.json)."""
+  return _Tokenizer(tokenizer_dir).vocab_size
+
+
 # ------------------------------------------------------------------------------------------
 # Sequences: chunk, frame, filter, pack.
 # ------------------------------------------------------------------------------------------

