@@ -54,7 +54,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
         keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
         close = difflib.get_close_matches(part, keys, n=1)
-        hint = f"; did you mean --config.{'.'.join(parts[:depth] + [close[0]])}?" if close else ""
+        hint = f"; did you mean --config.{_suggest(config, parts, depth, close[0])}?" if close else ""
         inside = f" in config.{where}" if where else ""
         raise errors.ConfigError(f"--config.{name}: unknown field {part!r}{inside}{hint}")
       if depth < len(parts) - 1:
@@ -65,6 +65,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple
       node[field] = value
     except (TypeError, ValueError) as e:
       raise errors.ConfigError(f"--config.{name}={text}: {str(e).splitlines()[0]}") from e
+
+
+def _suggest(config, parts: list[str], depth: int, replacement: str) -> str:
+  """The dotted name with parts[depth] replaced, kept whole where the rest then exists."""
+  fixed = parts[:depth] + [replacement] + parts[depth + 1:]
+  node = config
+  for part in fixed:
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return ".".join(parts[:depth] + [replacement])
+    node = node[part]
+  return ".".join(fixed)
 
 
 def parse_value(name: str, text: str, current: Any) -> Any:

@@ -358,13 +358,22 @@ def initialize_distributed(config) -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def run(job: Job, config: ml_collections.ConfigDict, workdir: Path) -> dict:
-  """Trains `job` as `config.train`, `config.optim` and `config.mesh` say; returns the last
-  logged metrics (and "export_dir" when exported)."""
+def make_mesh(config) -> sharding.Mesh:
+  """The (data, fsdp, tensor) mesh of `config.mesh`, checked against the batch size."""
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  t, rows = config.train, mesh.shape["data"] * mesh.shape["fsdp"]
+  if (t.batch_size // t.grad_accum_steps) % rows:
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} / train.grad_accum_steps={t.grad_accum_steps} rows "
+                             f"per micro-batch do not split over the mesh's data x fsdp = {rows} devices")
+  logging.info("mesh: %s", dict(mesh.shape))
+  return mesh
+
+
+def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: sharding.Mesh) -> dict:
+  """Trains `job` on `mesh` as `config.train` and `config.optim` say; returns the last logged
+  metrics (and "export_dir" when exported)."""
   t = config.train
   is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  logging.info("mesh: %s", dict(mesh.shape))
 
   # ----------------------------------------------------------------------------- state
   tx, schedule = make_optimizer(config.optim, job.num_steps)
@@ -540,7 +549,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   initialize_distributed(config)
+  mesh = make_mesh(config)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   job = module.make_job(config, workdir)
-  return run(job, config, workdir)
+  return run(job, config, workdir, mesh)

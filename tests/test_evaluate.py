@@ -1,7 +1,4 @@
-"""Sentence embeddings and STS evaluation against transformers, and the CLI's error contract."""
-import subprocess
-import sys
-
+"""Sentence embeddings and STS evaluation against transformers."""
 import numpy as np
 import pytest
 import scipy.stats
@@ -64,13 +61,3 @@ def test_read_sts_tsv_rejects_bad_files_naming_them(tmp_path, content, message):
   with pytest.raises(ValueError, match=message) as error:
     evaluate.read_sts_tsv(str(path))
   assert str(path) in str(error.value) and "\n" not in str(error.value)
-
-
-def test_cli_bad_input_is_one_line_on_stderr_and_exit_1(tmp_path):
-  missing = tmp_path / "no_such_model"
-  result = subprocess.run([sys.executable, "-m", "distilbert_jax.main", "convert", "--to", "flax", str(missing),
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
-  assert result.returncode == 1
-  lines = [line for line in result.stderr.splitlines() if line.startswith("distilbert-jax: error:")]
-  assert len(lines) == 1 and str(missing) in lines[0], result.stderr
-  assert not (tmp_path / "out").exists()

@@ -1,0 +1,116 @@
+"""The `distilbert-jax` command line: help, config overrides and the one-line error contract
+(message on stderr, exit status 2, no traceback, nothing written)."""
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from distilbert_jax import configuration, errors
+
+TINY = str(ROOT / "configs" / "tiny.py")
+
+
+def cli(*args, cwd=None, timeout=300):
+  return subprocess.run([sys.executable, "-m", "distilbert_jax.main", *args], capture_output=True, text=True,
+                        cwd=cwd, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  errors_ = [line for line in lines if line.startswith("distilbert-jax: error:")]
+  assert len(errors_) == 1, result.stderr
+  for fragment in fragments:
+    assert fragment in errors_[0], (fragment, errors_[0])
+
+
+def test_help_lists_every_subcommand_with_one_line_each():
+  result = cli("--help")
+  assert result.returncode == 0
+  for command in ("distill", "convert", "token-counts", "evaluate-sts"):
+    assert command in result.stdout
+  assert "--xla" not in result.stdout and "absl" not in result.stdout
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("distill", ["--config", "--workdir", "--config.SECTION.FIELD"]),
+    ("convert", ["--to", "--head", "--overwrite"]),
+    ("token-counts", ["--config", "--out"]),
+    ("evaluate-sts", ["--model", "--data", "--teacher"]),
+])
+def test_subcommand_help_lists_its_own_flags_only(command, flags):
+  result = cli(command, "--help")
+  assert result.returncode == 0, result.stderr
+  for flag in flags:
+    assert flag in result.stdout, flag
+  assert len(result.stdout.splitlines()) < 40  # none of absl's or jax's hundreds of flags
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("--config.optim.learnin_rate=1", ["unknown field 'learnin_rate' in config.optim",
+                                       "did you mean --config.optim.learning_rate?"]),
+    ("--config.trian.num_steps=1", ["unknown field 'trian'", "did you mean --config.train.num_steps?"]),
+    ("--config.train.batch_size=abc", ["--config.train.batch_size=abc: expected an integer"]),
+    ("--config.train.progress_bar=maybe", ["expected true or false"]),
+    ("--config.data.sources=notatuple", ["expected a tuple"]),
+])
+def test_bad_config_overrides_are_one_line_and_exit_2(tmp_path, override, fragments):
+  result = cli("distill", "--config", TINY, "--workdir", str(tmp_path / "w"), override)
+  assert_one_line_error(result, *fragments)
+  assert not (tmp_path / "w").exists()
+
+
+def test_missing_config_file_and_unusable_workdir_are_one_line_and_exit_2(tmp_path):
+  assert_one_line_error(cli("distill", "--config", "no/such/config.py", "--workdir", str(tmp_path)),
+                        "no/such/config.py: no such config file")
+  a_file = tmp_path / "file"
+  a_file.write_text("")
+  assert_one_line_error(cli("distill", "--config", TINY, "--workdir", str(a_file)), "is not a directory")
+
+
+def test_config_problems_found_before_training_are_one_line_and_exit_2(tmp_path):
+  result = cli("distill", "--config", TINY, "--workdir", str(tmp_path), "--config.train.grad_accum_steps=3")
+  assert_one_line_error(result, "train.batch_size=16 must be a positive multiple of train.grad_accum_steps=3")
+  result = cli("distill", "--config", TINY, "--workdir", str(tmp_path), "--config.mesh.data=3")
+  assert_one_line_error(result, "do not split over the mesh")
+
+
+def test_missing_required_flags_and_unknown_commands_exit_2():
+  assert cli("distill").returncode == 2
+  assert cli("frobnicate").returncode == 2
+  assert cli("convert", "--to", "flax", "a", "b", "--config.x=1").returncode == 2
+
+
+def test_convert_of_a_missing_directory_is_one_line_and_writes_nothing(tmp_path):
+  missing = tmp_path / "no_such_model"
+  assert_one_line_error(cli("convert", "--to", "flax", str(missing), str(tmp_path / "out")), str(missing))
+  assert not (tmp_path / "out").exists()
+
+
+def test_token_counts_resolves_the_embedded_corpus_as_distill_does(tmp_path, minilm):
+  out = tmp_path / "counts.npy"
+  result = cli("token-counts", "--config", TINY, "--workdir", str(tmp_path / "w"), "--out", str(out),
+               f"--config.data.tokenizer_dir={minilm}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  counts = np.load(out)
+  assert counts.shape == (30522,) and counts.sum() > 10_000
+  assert counts[101] == counts[102] > 0  # one [CLS] and one [SEP] per sequence
+
+
+def test_overrides_take_the_type_of_the_field_they_replace():
+  config = ml_collections.ConfigDict(dict(a=dict(n=1, x=0.5, flag=False, name="s", seq=(1,), d={"k": 1})))
+  configuration.apply_overrides(config, [("a.n", "1_000"), ("a.x", "2"), ("a.flag", "True"), ("a.name", "12"),
+                                         ("a.seq", "('t', 'u')"), ("a.d", "{'dropout': 0.0}")])
+  assert (config.a.n, config.a.x, config.a.flag, config.a.name) == (1000, 2.0, True, "12")
+  assert config.a.seq == ("t", "u") and config.a.d.to_dict() == {"dropout": 0.0}
+  with pytest.raises(errors.ConfigError, match="did you mean --config.a.name"):
+    configuration.apply_overrides(config, [("a.nme", "x")])
+
+
+def test_split_overrides_accepts_equals_and_space_forms():
+  assert configuration.split_overrides(["--config.a=1", "--config.b", "2", "--workdir", "w"]) == (
+      [("a", "1"), ("b", "2")], ["--workdir", "w"])
