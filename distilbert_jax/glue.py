@@ -275,7 +275,6 @@ def read_glue(glue_dir: Union[str, os.PathLike], task: Union[str, Task], split: 
   labelled = not split.startswith("test")
   headerless = labelled and bool(task.headerless_columns)
   columns = [*task.text_columns, task.label_column] if labelled else list(task.text_columns)
-  _check_file(path)
   # Files differ in their id column: "index" in most, "id" in QQP, none in MRPC train/dev.
   rows = _read_rows(path, columns, optional=("index", "id"),
                     header=task.headerless_columns if headerless else None)
@@ -389,7 +388,7 @@ def read_table(path: Union[str, os.PathLike], text_columns: Sequence[str],
   columns = [*text_columns, *([label_column] if label_column else [])]
   optional = [id_column] if id_column else []
   suffix = path.suffix.lower()
-  if suffix in (".jsonl", ".json"):
+  if suffix == ".jsonl":
     rows = _json_rows(path, columns, optional)
   elif suffix in (".tsv", ".csv"):
     rows = _read_rows(path, columns, optional,

@@ -191,6 +191,9 @@ def prepare_features(examples: Sequence[Example], tokenizer, max_length: int = 3
       logging.warning("%d of %d training answers are not at their answer_start in the context; "
                       "those questions are left out, e.g. %s", len(skipped), len(examples),
                       ", ".join(skipped[:5]))
+  if not keep:
+    raise SquadDataError("no questions to tokenize" if not examples else
+                         f"none of the {len(examples)} training answers is at its answer_start in its context")
   questions = _cut_questions([examples[i].question.lstrip() for i in keep], tokenizer, max_query_length)
   encoded = tokenizer(questions, [examples[i].context for i in keep], truncation="only_second",
                       max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,

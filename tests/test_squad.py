@@ -169,6 +169,8 @@ def test_misaligned_answer_is_counted_not_fatal(tokenizer, caplog):
   assert "2 of 3 training answers are not at their answer_start" in caplog.text and "q1, q2" in caplog.text
   # Evaluation features keep every question: its answer is only scored, never located.
   assert set(prepare(examples, tokenizer, training=False).example_index.tolist()) == {0, 1, 2}
+  with pytest.raises(squad.SquadDataError, match="none of the 2 training answers is at its answer_start"):
+    prepare(examples[1:], tokenizer, training=True)
 
 
 @needs_minilm
