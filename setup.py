@@ -29,7 +29,7 @@ setuptools.setup(
     extras_require={
         # A CPU build of torch: the PyTorch side of conversion and of the parity tests.
         "torch": ["torch>=2.4"],
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],
     },
     entry_points={"console_scripts": ["distilbert-jax=distilbert_jax.main:run"]},
 )

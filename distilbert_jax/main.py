@@ -1,6 +1,9 @@
 """The `distilbert-jax` command line: arguments only; the work lives in the library.
 
   distilbert-jax distill --config configs/tiny.py --workdir runs/tiny [--config.train.batch_size=64]
+  distilbert-jax finetune --config configs/glue.py --config.task=rte --config.model.path=DIR \
+      --config.data.dir=GLUE_DIR --workdir runs/rte
+  distilbert-jax evaluate --model runs/rte/export --task glue/rte --data GLUE_DIR
   distilbert-jax convert --to flax HF_DIR OUT_DIR        (or --to pytorch FLAX_DIR OUT_DIR)
   distilbert-jax token-counts --config CONFIG --out counts.npy
   distilbert-jax evaluate-sts --model DIR --data FILE.tsv [--teacher DIR]
@@ -39,6 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
                           "metrics.jsonl, TensorBoard logs and WORKDIR/export (Hugging Face format).",
                           epilog=OVERRIDES_HELP)
   _add_config_args(p, "Directory for checkpoints, metrics and the export; rerunning resumes from it.")
+
+  p = commands.add_parser("finetune", help="Fine-tune (or task-distil) on GLUE, SQuAD or your own labelled data.",
+                          description="Runs or resumes the fine-tuning a config describes (configs/glue.py, "
+                          "configs/squad.py); evaluates, keeps the best model, writes WORKDIR/export with "
+                          "eval_results.json and the predictions.", epilog=OVERRIDES_HELP)
+  _add_config_args(p, "Directory for checkpoints, metrics, predictions and the export; rerunning resumes.")
+
+  p = commands.add_parser("evaluate", help="Evaluate a fine-tuned model on a GLUE task, SQuAD or a labelled table.",
+                          description="Prints the task's official metrics and writes them (and the predictions) "
+                          "to --out when given.")
+  p.add_argument("--model", required=True, help="A Hugging Face or distilbert_jax model directory with a task head.")
+  p.add_argument("--task", required=True, help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "
+                 "squad, squad_v2 or custom.")
+  p.add_argument("--data", required=True, help="GLUE_DIR, tfds, a SQuAD JSON file or (custom) a .tsv/.csv/.jsonl.")
+  p.add_argument("--split", help="Only this split (e.g. dev_matched).")
+  p.add_argument("--max-length", type=int, default=128, help="Tokens per example (SQuAD: 384).")
+  p.add_argument("--batch-size", type=int, default=64, help="Examples per evaluation batch.")
+  p.add_argument("--text-columns", default="text", help="custom: comma-separated text column(s).")
+  p.add_argument("--label-column", default="label", help="custom: the label column.")
+  p.add_argument("--regression", action="store_true", help="custom: the labels are numbers.")
+  p.add_argument("--out", help="Directory for eval_results.json and the predictions.")
 
   p = commands.add_parser("convert", help="Convert weights between Hugging Face (PyTorch) and Flax directories.",
                           description="Converts a model directory; the output is written atomically.")
@@ -86,7 +110,7 @@ def main(argv) -> int:
   args, unknown = parser.parse_known_args(rest)
   if unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-  if overrides and args.command not in ("distill", "token-counts"):
+  if overrides and args.command not in ("distill", "finetune", "token-counts"):
     parser.error(f"{args.command} takes no --config.* overrides")
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
 
@@ -100,6 +124,17 @@ def main(argv) -> int:
       if heldout == "embedded":
         heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
       evaluate.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
+  elif args.command == "finetune":
+    from distilbert_jax import train
+    config = _config(args, overrides)
+    if config.get("job") != "finetune":
+      raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
+    train.train_and_evaluate(config, str(_workdir(args.workdir)))
+  elif args.command == "evaluate":
+    from distilbert_jax import finetune
+    finetune.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,
+                           batch_size=args.batch_size, out_dir=args.out, text_columns=args.text_columns.split(","),
+                           label_column=args.label_column, regression=args.regression)
   elif args.command == "convert":
     from distilbert_jax import convert
     convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)

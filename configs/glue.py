@@ -1,0 +1,127 @@
+"""Fine-tune (and task-distil) a BERT-family encoder on a GLUE task or your own labelled table.
+
+  distilbert-jax finetune --config configs/glue.py --config.task=rte \
+      --config.model.path=MODEL_DIR --config.data.dir=GLUE_DIR --workdir runs/rte
+
+MODEL_DIR is a Hugging Face or distilbert_jax directory, BERT or DistilBERT: a pretrained
+encoder, a student from `distilbert-jax distill`, or a model fine-tuned already. Task distillation
+(the paper's second step): add --config.teacher.path=FINETUNED_TEACHER. Your own data:
+--config.task=custom --config.data.train=train.csv --config.data.eval=dev.csv
+--config.data.text_columns="('text',)" --config.data.label_column=label.
+
+Defaults follow transformers' run_glue.py (AdamW 2e-5, batch 32, 3 epochs, length 128) with a
+10% warm-up. Expected on a 2-core AMD EPYC CPU, all-MiniLM-L6-v2 on RTE (2,490 training pairs,
+3 epochs, about 10 minutes): see the retention table in BENCHMARKS.md, which
+scripts/glue_retention.py prints.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Which job of train.py runs this config.
+  config.job = "finetune"
+  # A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or "custom" (data.train/eval).
+  config.task = "rte"
+
+  config.model = ml_collections.ConfigDict()
+  # The model to fine-tune: a Hugging Face directory or ours (convert.load_pretrained reads both).
+  config.model.path = ""
+  # Keep only these of its layers (a student initialised from a teacher); empty: all of them.
+  config.model.layers = ()
+  # With model.layers: "bert" or "distilbert" student; empty: the model's own architecture.
+  config.model.type = ""
+  # Initialise the task head afresh when the checkpoint's head has another number of outputs.
+  config.model.reinit_head = False
+  # Compute dtype: "auto" = bfloat16 where it is fast (accelerators; CPUs with native bfloat16).
+  config.model.dtype = "float32"
+  config.model.scan_layers = False
+  config.model.remat_policy = "none"
+  config.model.attention_impl = "xla"
+
+  config.teacher = ml_collections.ConfigDict()
+  # A model fine-tuned on the same task; empty: plain fine-tuning.
+  config.teacher.path = ""
+  config.teacher.dtype = "float32"
+  config.teacher.scan_layers = False
+  config.teacher.remat_policy = "none"
+  config.teacher.attention_impl = "xla"
+
+  config.data = ml_collections.ConfigDict()
+  # "dir": GLUE_DIR in the GLUE download script's layout (or the files below); "tfds": TFDS glue/TASK.
+  config.data.source = "dir"
+  config.data.dir = ""
+  config.data.tfds_data_dir = ""
+  # Your own data (task "custom"; also SQuAD JSON files): .tsv, .csv or .jsonl.
+  config.data.train = ""
+  config.data.eval = ""
+  config.data.text_columns = ("text",)
+  config.data.label_column = "label"
+  config.data.regression = False
+  # Hold out this fraction of train (seeded) for evaluation instead of the dev set (for SST-2 and
+  # STS-B when their dev sets are not at hand).
+  config.data.holdout_fraction = 0.0
+  config.data.holdout_seed = 0
+  # A Hugging Face tokenizer directory; empty: model.path.
+  config.data.tokenizer_dir = ""
+  # Pairs longer than this are cut, the longer text first (run_glue.py).
+  config.data.max_length = 128
+  # Batches are padded to the smallest of these that fits (one compilation each).
+  config.data.bucket_lengths = (32, 64, 128)
+  config.data.shuffle_seed = 0
+  # SQuAD (configs/squad.py): windows over long contexts overlap by doc_stride tokens.
+  config.data.doc_stride = 128
+  config.data.max_query_length = 64
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.alpha_task = 1.0
+  # KL to the teacher's softmax at temperature T, times T^2 (needs teacher.path).
+  config.loss.alpha_kd = 0.0
+  config.loss.temperature = 2.0
+  # MSE of hidden states (needs teacher.path and equal hidden sizes).
+  config.loss.alpha_hidden = 0.0
+  # (student, teacher) hidden-state indices (0 = embeddings); empty: student layer i against the
+  # teacher layer model.layers[i] it was copied from.
+  config.loss.hidden_layer_map = ()
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 2e-5
+  config.optim.warmup_fraction = 0.1
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+  config.optim.weight_decay = 0.01
+  config.optim.grad_clip_norm = 1.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 32
+  config.train.grad_accum_steps = 1
+  # Optimizer steps; <= 0 means num_epochs.
+  config.train.num_steps = -1
+  config.train.num_epochs = 3.0
+  config.train.seed = 0
+  config.train.log_every = 20
+  # Evaluate every this many steps; 0: once an epoch (and always at the end).
+  config.train.eval_every = 0
+  config.train.checkpoint_every = 500
+  config.train.keep_checkpoints = 2
+  config.train.multihost = False
+  config.train.progress_bar = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 64
+
+  config.squad = ml_collections.ConfigDict()
+  config.squad.version_2 = False
+  config.squad.n_best_size = 20
+  config.squad.max_answer_length = 30
+  config.squad.null_score_diff_threshold = 0.0
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+
+  # Write the best model (by the task's main metric) in Hugging Face format to WORKDIR/export.
+  config.export = True
+  return config
