@@ -58,6 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.text_columns = ("text",)
   config.data.label_column = "label"
   config.data.regression = False
+  # The classes in label-id order; empty: the sorted labels of the training file.
+  config.data.label_names = ()
   # Hold out this fraction of train (seeded) for evaluation instead of the dev set (for SST-2 and
   # STS-B when their dev sets are not at hand).
   config.data.holdout_fraction = 0.0

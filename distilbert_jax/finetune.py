@@ -105,8 +105,10 @@ def load_task_data(config, tokenizer, splits=("train", "eval")) -> TaskData:
 
   task = _glue_task(config)
   if task is None:  # the user's own table
-    train_examples = _read_table(config, d.train) if d.train else None
-    label_names = train_examples.label_names if train_examples is not None else None
+    given = tuple(d.label_names) if d.get("label_names") else None
+    needed = "train" in splits or not (given or d.regression)  # the training file names the classes
+    train_examples = _read_table(config, d.train, given) if d.train and needed else None
+    label_names = given or (train_examples.label_names if train_examples is not None else None)
     task = glue.make_task("custom", None if d.regression else label_names)
     eval_examples = {"dev": _read_table(config, d.eval, label_names)} if d.eval and "eval" in splits else {}
   else:
@@ -537,20 +539,21 @@ def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] 
                  null_score_diff_threshold=0.0),
       data=dict(source="tfds" if data == "tfds" else "dir", dir="" if data == "tfds" else data, tfds_data_dir="",
                 train="", eval=data, text_columns=tuple(text_columns), label_column=label_column,
-                regression=regression, holdout_fraction=0.0, holdout_seed=0, tokenizer_dir="",
+                regression=regression, label_names=(), holdout_fraction=0.0, holdout_seed=0, tokenizer_dir="",
                 max_length=384 if spans else max_length, doc_stride=128, max_query_length=64)))
   lengths = (32, 64, 128, 256, 384, 512)
   config.data.bucket_lengths = tuple(b for b in lengths if b < config.data.max_length) + (config.data.max_length,)
   if not os.path.isdir(model_dir):
     raise errors.ConfigError(f"{model_dir}: no such model directory")
   config.model.path = model_dir
-  tokenizer = tokenizer_for(config)
-  task_data = load_task_data(config, tokenizer, splits=("eval",))
+  model, params = convert.load_pretrained(model_dir, head=head_for(config.task))
+  if config.task == "custom" and not regression:  # the model's own label names give the classes
+    config.data.label_names = tuple(model.config.id2label or ())
+  task_data = load_task_data(config, tokenizer_for(config), splits=("eval",))
   if split is not None:
     task_data.evals = [e for e in task_data.evals if e.name == split]
   if not task_data.evals:
     raise errors.ConfigError(f"{data}: no evaluation split found for task {task!r}")
-  model, params = convert.load_pretrained(model_dir, head=head_for(config.task))
   evaluator = Evaluator(model, task_data, config)
   metrics, predictions = evaluator.evaluate(params)
   if out_dir:
