@@ -23,7 +23,8 @@ Our Flax directory:
     tokenizer files copied from the source directory (vocab.txt, tokenizer.json, ...)
 
 Every directory is written into a temporary sibling and renamed into place, so a failure never
-leaves a half-written output; an existing output is an error unless overwrite=True.
+leaves a half-written output; an existing output that is not an empty directory is an error
+unless overwrite=True.
 """
 from __future__ import annotations
 
@@ -59,28 +60,36 @@ FLAX_HEAD_KEY = "distilbert_jax_head"
 SOURCE_ATTR = "_distilbert_jax_source_dir"  # set on loaded models: where their tokenizer files are
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
-BASE_PREFIX = {"bert": "bert.", "distilbert": "distilbert."}
-# Scopes of the heads' own parameters, outside the base model's prefix.
-HEAD_SCOPES = {"bert": ("cls.", "classifier.", "qa_outputs."),
-               "distilbert": ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.",
-                              "classifier.", "qa_outputs.")}
+# The scope of the base model under a head (none for the base model itself).
+BASE_SCOPE = {"bert": "bert", "distilbert": "distilbert"}
+BASE_PREFIX = {t: scope + "." for t, scope in BASE_SCOPE.items()}
+# Top-level scopes of the heads' own parameters, next to the base model's.
+HEAD_SCOPES = {"bert": ("cls", "classifier", "qa_outputs"),
+               "distilbert": ("vocab_transform", "vocab_layer_norm", "vocab_projector", "pre_classifier",
+                              "classifier", "qa_outputs")}
 BODY_SCOPES = {"bert": ("embeddings", "encoder", "pooler"), "distilbert": ("embeddings", "transformer")}
-LAYER_SCOPE = {"bert": "encoder.layer", "distilbert": "transformer.layer"}
+LAYER_PATH = {"bert": ("encoder", "layer"), "distilbert": ("transformer", "layer")}
 CLASS_PREFIX = {"bert": "Bert", "distilbert": "DistilBert"}
 CLASS_SUFFIX = {"base": "Model", "masked_lm": "ForMaskedLM", "pretraining": "ForPreTraining",
                 "sequence_classification": "ForSequenceClassification", "multiple_choice": "ForMultipleChoice",
                 "token_classification": "ForTokenClassification", "question_answering": "ForQuestionAnswering"}
-# One BERT layer's modules and their DistilBERT names (extract_distilbert.py).
+# BERT parameter paths and their DistilBERT names (extract_distilbert.py), matched by prefix.
+# In the base model: token types and the pooler have no DistilBERT counterpart.
+BERT_TO_DISTILBERT_BODY = {("embeddings", n): ("embeddings", n)
+                           for n in ("word_embeddings", "position_embeddings", "LayerNorm")}
+# In one layer:
 BERT_TO_DISTILBERT_LAYER = {
-    "attention.self.query": "attention.q_lin", "attention.self.key": "attention.k_lin",
-    "attention.self.value": "attention.v_lin", "attention.output.dense": "attention.out_lin",
-    "attention.output.LayerNorm": "sa_layer_norm", "intermediate.dense": "ffn.lin1",
-    "output.dense": "ffn.lin2", "output.LayerNorm": "output_layer_norm",
+    ("attention", "self", "query"): ("attention", "q_lin"), ("attention", "self", "key"): ("attention", "k_lin"),
+    ("attention", "self", "value"): ("attention", "v_lin"), ("attention", "output", "dense"): ("attention", "out_lin"),
+    ("attention", "output", "LayerNorm"): ("sa_layer_norm",), ("intermediate", "dense"): ("ffn", "lin1"),
+    ("output", "dense"): ("ffn", "lin2"), ("output", "LayerNorm"): ("output_layer_norm",),
 }
-BERT_TO_DISTILBERT_MLM = {"cls.predictions.transform.dense": "vocab_transform",
-                          "cls.predictions.transform.LayerNorm": "vocab_layer_norm",
-                          "cls.predictions.bias": "vocab_projector.bias",
-                          "cls.predictions.decoder.weight": "vocab_projector.weight"}
+# The MLM head (the untied decoder's kernel included):
+BERT_TO_DISTILBERT_HEAD = {
+    ("cls", "predictions", "transform", "dense"): ("vocab_transform",),
+    ("cls", "predictions", "transform", "LayerNorm"): ("vocab_layer_norm",),
+    ("cls", "predictions", "decoder"): ("vocab_projector",), ("cls", "predictions", "bias"): ("vocab_projector", "bias"),
+}
 SINUSOIDAL_TOLERANCE = 1e-6
 
 
@@ -167,6 +176,115 @@ def _to_layout(params, config):
   return (stack_layers if config.scan_layers else unstack_layers)(params, config)
 
 
+def _layout_shapes(config, head: str, scanned: bool, param_dtype=jnp.float32) -> dict:
+  """{path: ShapeDtypeStruct} of every parameter, layers stacked on a leading axis if `scanned`."""
+  expected = _expected_shapes(config, head, param_dtype)
+  if not scanned:
+    return expected
+  stacked = {}
+  for path, shape in expected.items():
+    if "layer" in path:
+      i = path.index("layer")
+      if path[i + 1] != "0":
+        continue
+      path = path[:i + 1] + path[i + 2:]
+      shape = jax.ShapeDtypeStruct((config.num_hidden_layers,) + shape.shape, shape.dtype)
+    stacked[path] = shape
+  return stacked
+
+
+def _is_scanned(flat: dict) -> bool:
+  """Whether a flat parameter tree has its layers stacked (no layer/<index> scopes)."""
+  return not any(p[p.index("layer") + 1].isdigit() for p in flat if "layer" in p[:-1])
+
+
+def _join(paths) -> list[str]:
+  return sorted("/".join(p) for p in paths)
+
+
+def _compare(flat: dict, expected: dict) -> tuple[list, list, list[str]]:
+  """(missing paths, unexpected paths, shape mismatches in words) of `flat` against `expected`."""
+  missing = [p for p in expected if p not in flat]
+  unexpected = [p for p in flat if p not in expected]
+  bad = [f"{'/'.join(p)} has {tuple(np.shape(v))}, the model expects {tuple(expected[p].shape)}"
+         for p, v in flat.items() if p in expected and tuple(np.shape(v)) != tuple(expected[p].shape)]
+  return missing, unexpected, bad
+
+
+def _checked(params, config, head: str, source: str = "params") -> dict:
+  """The flat tree of `params` (either layout) once every path and shape is the model's; all
+  differences are reported together, in one line."""
+  flat = traverse_util.flatten_dict(_plain(params))
+  missing, unexpected, bad = _compare(flat, _layout_shapes(config, head, _is_scanned(flat)))
+  if missing or unexpected:
+    raise ConversionError(f"{source}: missing keys {_join(missing)}; unexpected keys {_join(unexpected)}")
+  if bad:
+    raise ConversionError(f"{source}: shape mismatch: {'; '.join(bad)}")
+  return flat
+
+
+def _is_head_path(config, head: str, path: tuple) -> bool:
+  """Outside the embeddings and layers: the pooler and heads, which may be newly initialised."""
+  body = path if head == "base" else path[1:] if path[0] == BASE_SCOPE[config.model_type] else ()
+  return body[:1] not in (("embeddings",), ("encoder",), ("transformer",))
+
+
+def _droppable_path(config, head: str, path: tuple) -> bool:
+  """The pooler and other heads' parameters, which a head without them ignores."""
+  base = () if head == "base" else (BASE_SCOPE[config.model_type],)
+  return path[:len(base) + 1] == base + ("pooler",) or path[0] in HEAD_SCOPES[config.model_type]
+
+
+def _fresh_params(config, head: str, param_dtype, rng: Optional[jax.Array]) -> dict:
+  """{path: numpy array} of newly initialised parameters, unscanned layout."""
+  model = models.get_model(dataclasses.replace(config, scan_layers=False, remat_policy="none"), head,
+                           param_dtype=param_dtype)
+  fresh = model.init(rng if rng is not None else jax.random.PRNGKey(0), _dummy_input(head))
+  return {p: np.asarray(v) for p, v in traverse_util.flatten_dict(meta.unbox(fresh["params"])).items()}
+
+
+def _fit_params(flat: dict, config, head: str, *, init_missing_heads: bool, rng: Optional[jax.Array],
+                param_dtype, source: str):
+  """{path: array}, in the layout config.scan_layers names -> the parameters of `head` (numpy, in
+  param_dtype). As state_dict_to_params does by name: the pooler and other heads' parameters that
+  `head` lacks are dropped; missing pooler and head parameters are newly initialised only with
+  init_missing_heads=True; anything else missing or unexpected is a ConversionError."""
+  expected = _layout_shapes(config, head, config.scan_layers, param_dtype)
+  missing, unused, bad = _compare(flat, expected)
+  unexpected = [p for p in unused if not _droppable_path(config, head, p)]
+  dropped = [p for p in unused if _droppable_path(config, head, p) and "pooler" not in p]
+  if dropped:
+    log.warning("%s: weights unused by the %s head dropped: %s", source, head, _join(dropped))
+  initialisable = bool(missing) and all(_is_head_path(config, head, p) for p in missing)
+  if init_missing_heads and initialisable:  # never inside the layer stack, so in either layout
+    log.warning("%s: newly initialised (train them before use): %s", source, _join(missing))
+    fresh = _fresh_params(config, head, param_dtype, rng)
+    flat = {**flat, **{p: fresh[p] for p in missing}}
+    missing = []
+  if missing or unexpected:
+    hint = (" (pass init_missing_heads=True to initialise a new head)"
+            if initialisable and not init_missing_heads else "")
+    raise ConversionError(f"{source}: missing keys {_join(missing)}; unexpected keys {_join(unexpected)}{hint}")
+  if bad:
+    raise ConversionError(f"{source}: shape mismatch: {'; '.join(bad)}")
+  return traverse_util.unflatten_dict({p: np.asarray(flat[p], expected[p].dtype) for p in expected})
+
+
+def _params_for_head(tree, stored_head: str, config, head: str, **fit_kwargs):
+  """Our parameters saved for `stored_head` -> those of `head`, by path: the base model's scope
+  added or taken away, the layers in the layout config.scan_layers names, then `_fit_params`."""
+  tree = _to_layout(tree, config)
+  scope = BASE_SCOPE[config.model_type]
+  if stored_head == "base":
+    body, heads = tree, {}
+  else:
+    body, heads = tree.get(scope, {}), {k: v for k, v in tree.items() if k != scope}
+  prefix = () if head == "base" else (scope,)
+  flat = traverse_util.flatten_dict(heads)
+  flat.update({prefix + p: v for p, v in traverse_util.flatten_dict(body).items()})
+  return _fit_params(flat, config, head, **fit_kwargs)
+
+
 # ----------------------------------------------------------------------------- state dicts
 
 def flax_tree_to_state_dict(tree) -> dict[str, np.ndarray]:
@@ -184,16 +302,8 @@ def params_to_state_dict(params, config, head: str) -> dict[str, np.ndarray]:
   """Our parameters (either layout) -> a Hugging Face PyTorch state dict, named as transformers'
   class for `head` names it (prefix `bert.`/`distilbert.` for heads, none for the base model).
   Tied weights are left out, as transformers v5 saves them."""
-  expected = _expected_shapes(config, head)
-  flat = traverse_util.flatten_dict(unstack_layers(params, config))
-  if set(flat) != set(expected):
-    missing, unexpected = (sorted("/".join(p) for p in keys) for keys in (expected.keys() - flat, flat.keys() - expected))
-    raise ConversionError(f"params: missing keys {missing}; unexpected keys {unexpected}")
-  bad = [f"{'/'.join(p)} has {np.shape(v)}, the model expects {expected[p].shape}"
-         for p, v in flat.items() if np.shape(v) != expected[p].shape]
-  if bad:
-    raise ConversionError(f"params: shape mismatch: {'; '.join(bad)}")
-  state_dict = flax_tree_to_state_dict(traverse_util.unflatten_dict(flat))
+  flat = _checked(params, config, head)
+  state_dict = flax_tree_to_state_dict(unstack_layers(traverse_util.unflatten_dict(flat), config))
   prefix = BASE_PREFIX[config.model_type] if head != "base" else ""
   if config.model_type == "distilbert" and config.sinusoidal_pos_embds:
     state_dict[prefix + "embeddings.position_embeddings.weight"] = model_layers.sinusoidal_position_table(
@@ -228,7 +338,7 @@ def _is_head_param(config, head: str, name: str) -> bool:
 def _droppable(config, head: str, name: str) -> bool:
   """The pooler and other heads' weights, which a head without them ignores (as transformers does)."""
   prefix = BASE_PREFIX[config.model_type] if head != "base" else ""
-  return name.startswith(prefix + "pooler.") or name.startswith(HEAD_SCOPES[config.model_type])
+  return name.startswith(prefix + "pooler.") or name.split(".")[0] in HEAD_SCOPES[config.model_type]
 
 
 def state_dict_to_params(state_dict: dict, config, head: str, *, init_missing_heads: bool = False,
@@ -289,11 +399,8 @@ def state_dict_to_params(state_dict: dict, config, head: str, *, init_missing_he
   initialisable = [n for n in missing if _is_head_param(config, head, n)]
   if init_missing_heads and missing and len(initialisable) == len(missing):
     log.warning("%s: newly initialised (train them before use): %s", source, missing)
-    fresh = models.get_model(dataclasses.replace(config, scan_layers=False, remat_policy="none"), head,
-                             param_dtype=param_dtype).init(rng if rng is not None else jax.random.PRNGKey(0),
-                                                           _dummy_input(head))
-    fresh = traverse_util.flatten_dict(meta.unbox(fresh["params"]))
-    flat.update({p: np.asarray(fresh[p]) for p in expected if _hf_name(p)[0] in missing})
+    fresh = _fresh_params(config, head, param_dtype, rng)
+    flat.update({p: fresh[p] for p in expected if _hf_name(p)[0] in missing})
     missing = []
   if missing or unexpected:
     hint = (" (pass init_missing_heads=True to initialise a new head)"
@@ -389,18 +496,13 @@ def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, 
   if head not in models.HEADS_BY_TYPE[config.model_type]:
     raise ConversionError(f"{directory}: head {head!r} does not exist for {config.model_type}; "
                           f"choose from {sorted(models.HEADS_BY_TYPE[config.model_type])}")
-  if FLAX_HEAD_KEY in hf_config:
-    _, stored_config = _read_config(directory)
+  fit_kwargs = dict(init_missing_heads=init_missing_heads, rng=rng, param_dtype=param_dtype)
+  if FLAX_HEAD_KEY in hf_config:  # our own paths: no detour through PyTorch names
     stored = _restore_flax_params(directory / "params")
-    try:
-      state_dict = params_to_state_dict(stored, stored_config, hf_config[FLAX_HEAD_KEY])
-    except ConversionError as e:
-      raise ConversionError(f"{directory / 'params'}: {e}") from e
+    params = _params_for_head(stored, hf_config[FLAX_HEAD_KEY], config, head, source=str(directory / "params"),
+                              **fit_kwargs)
   else:
-    state_dict = read_hf_state_dict(directory)
-  source = str(directory)
-  params = state_dict_to_params(state_dict, config, head, init_missing_heads=init_missing_heads, rng=rng,
-                                param_dtype=param_dtype, source=source)
+    params = state_dict_to_params(read_hf_state_dict(directory), config, head, source=str(directory), **fit_kwargs)
   model = models.get_model(config, head, dtype=dtype, param_dtype=param_dtype)
   # Flax modules are frozen dataclasses; an attribute that is not a field changes no equality.
   object.__setattr__(model, SOURCE_ATTR, str(directory))
@@ -416,9 +518,12 @@ def _head_of(model) -> str:
 
 @contextlib.contextmanager
 def _atomic_directory(out_dir, overwrite: bool):
-  """Yields a temporary sibling of out_dir to fill; renames it into place only on success."""
+  """Yields a temporary sibling of out_dir to fill; renames it into place only on success. An
+  existing empty directory is filled (replaced by the full one), as transformers' save_pretrained
+  does; anything else already there needs overwrite=True."""
   out_dir = Path(out_dir).absolute()
-  if out_dir.exists() and not overwrite:
+  empty_dir = out_dir.is_dir() and not any(out_dir.iterdir())
+  if out_dir.exists() and not (overwrite or empty_dir):
     raise ConversionError(f"{out_dir}: output directory exists (pass overwrite=True to replace it)")
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -467,7 +572,7 @@ def save_flax(model, params, out_dir, tokenizer_dir=None, *, overwrite: bool = F
   """Our Flax directory (see the module docstring), in the layout model.config.scan_layers names."""
   import orbax.checkpoint as ocp
   head, config = _head_of(model), model.config
-  params_to_state_dict(params, config, head)  # checks every key and shape
+  _checked(params, config, head)
   tree = jax.tree.map(np.asarray, _to_layout(params, config))
   with _atomic_directory(out_dir, overwrite) as tmp:
     d = _hf_config_dict(config, head, True)
@@ -526,11 +631,29 @@ def _student_config(teacher_config, student_type: str, n_layers: int, overrides:
   raise ValueError(f"a {student_type} student from a {t.model_type} teacher is not supported")
 
 
-def _rename(name: str, table: dict) -> Optional[str]:
+def _rename(path: tuple, table: Optional[dict]) -> Optional[tuple]:
+  """path with its prefix renamed by `table` (None: every path as it is); None if no entry matches."""
+  if table is None:
+    return path
   for old, new in table.items():
-    if name == old or name.startswith(old + "."):
-      return new + name[len(old):]
+    if path[:len(old)] == old:
+      return new + path[len(old):]
   return None
+
+
+def _take_layers(layer_dict: dict, chosen: tuple[int, ...], stacked: bool) -> dict:
+  """Layers `chosen` of a `layer` scope in either layout -> layers 0..k-1, stacked on a leading
+  axis (stacked=True) or unrolled ({"0": ..., "1": ...}); numpy copies, never views of the input."""
+  if _is_unrolled(layer_dict):
+    picked = [layer_dict[str(i)] for i in chosen]
+    if stacked:
+      return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *picked)
+    return {str(s): jax.tree.map(np.array, layer) for s, layer in enumerate(picked)}
+  index = np.asarray(chosen)
+  taken = jax.tree.map(lambda x: np.asarray(x[index]), layer_dict)  # one gather along the `layers` axis
+  if stacked:
+    return taken
+  return {str(s): jax.tree.map(lambda x: x[s], taken) for s in range(len(chosen))}
 
 
 def student_from_teacher(teacher_config, teacher_params, *, teacher_head: str, layers: Optional[Sequence[int]] = None,
@@ -559,32 +682,34 @@ def student_from_teacher(teacher_config, teacher_params, *, teacher_head: str, l
     raise ValueError(f"{len(layers)} layers chosen but the overrides ask for {count}")
   student_config = _student_config(teacher_config, student_type, len(layers), overrides)
 
-  teacher = params_to_state_dict(teacher_params, teacher_config, teacher_head)
-  t_prefix = BASE_PREFIX[teacher_config.model_type] if teacher_head != "base" else ""
-  s_prefix = BASE_PREFIX[student_type] if student_head != "base" else ""
-  t_layers, s_layers = LAYER_SCOPE[teacher_config.model_type] + ".", LAYER_SCOPE[student_type] + "."
-  renamed = teacher_config.model_type != student_type  # BERT teacher, DistilBERT student
+  source = f"student of {architecture_name(teacher_config, teacher_head)}"
+  t_type = teacher_config.model_type
+  flat_teacher = _checked(teacher_params, teacher_config, teacher_head, "teacher params")
+  renamed = t_type != student_type  # a BERT teacher, a DistilBERT student
+  t_base = () if teacher_head == "base" else (BASE_SCOPE[t_type],)
+  s_base = () if student_head == "base" else (BASE_SCOPE[student_type],)
   student = {}
-  for name, value in teacher.items():
-    if teacher_head != "base" and not name.startswith(t_prefix):  # a head parameter: cls.*, vocab_*, ...
-      new_name = _rename(name, BERT_TO_DISTILBERT_MLM) if renamed else name
-      if new_name is not None:
-        student[new_name] = value
-      continue
-    body = name[len(t_prefix):]
-    if body.startswith(t_layers):
-      index, rest = body[len(t_layers):].split(".", 1)
-      rest = _rename(rest, BERT_TO_DISTILBERT_LAYER) if renamed else rest
-      for s_index, t_index in enumerate(layers):
-        if t_index == int(index):
-          student[f"{s_prefix}{s_layers}{s_index}.{rest}"] = value
-    elif student_type == "bert" or not body.startswith(("embeddings.token_type", "pooler.")):
-      student[s_prefix + body] = value
-  if student_type == "distilbert" and student_config.sinusoidal_pos_embds:
-    student.pop(s_prefix + "embeddings.position_embeddings.weight", None)  # a constant, not copied
-  expected_names = {_hf_name(p)[0] for p in _expected_shapes(student_config, student_head)}
-  expected_names |= {"cls.predictions.decoder.bias"} if not student_config.tie_word_embeddings else set()
-  student = {k: v for k, v in student.items() if k in expected_names}
-  params = state_dict_to_params(student, student_config, student_head, init_missing_heads=True, rng=rng,
-                                source=f"student of {architecture_name(teacher_config, teacher_head)}")
+  for path, value in flat_teacher.items():
+    if t_base and path[0] != t_base[0]:  # a head parameter: cls/..., classifier/...
+      new = _rename(path, BERT_TO_DISTILBERT_HEAD if renamed else None)
+    elif path[len(t_base):][:2] == LAYER_PATH[t_type]:
+      continue  # the chosen layers are taken below
+    else:
+      new = _rename(path[len(t_base):], BERT_TO_DISTILBERT_BODY if renamed else None)
+      new = None if new is None else s_base + new
+    if new is not None:
+      student[new] = np.array(value)
+  t_layer_scope, layer_scope = t_base + LAYER_PATH[t_type], s_base + LAYER_PATH[student_type]
+  t_layers = traverse_util.unflatten_dict({p[len(t_layer_scope):]: v for p, v in flat_teacher.items()
+                                           if p[:len(t_layer_scope)] == t_layer_scope})
+  chosen = _take_layers(t_layers, layers, stacked=student_config.scan_layers)
+  for path, value in traverse_util.flatten_dict(chosen).items():
+    index, inner = ((), path) if student_config.scan_layers else (path[:1], path[1:])
+    student[layer_scope + index + _rename(inner, BERT_TO_DISTILBERT_LAYER if renamed else None)] = value
+  # What the student's head lacks (another head's parameters, a sinusoidal student's position
+  # table) is left behind; what the teacher lacks is newly initialised.
+  expected = _layout_shapes(student_config, student_head, student_config.scan_layers)
+  student = {p: v for p, v in student.items() if p in expected}
+  params = _fit_params(student, student_config, student_head, init_missing_heads=True, rng=rng,
+                       param_dtype=jnp.float32, source=source)
   return student_config, params

@@ -4,6 +4,7 @@ References: transformers' own loaders (AutoModelFor*.from_pretrained with output
 its log captured), the real all-MiniLM-L6-v2 checkpoint, and bit equality for round trips.
 Output tolerance: 5e-5 absolute on tiny random models (float32); 1e-4 on MiniLM's hidden states.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -226,6 +227,33 @@ def test_flax_directory_round_trip_is_bit_identical(tmp_path, model_type, head, 
   assert_trees_equal(convert.stack_layers(other) if scan_layers else convert.unstack_layers(other), loaded)
 
 
+def _no_pytorch_names(monkeypatch):
+  """Makes every path through PyTorch state-dict names fail."""
+  def fail(*args, **kwargs):
+    raise AssertionError("went through PyTorch names")
+  for name in ("_hf_name", "flax_tree_to_state_dict", "params_to_state_dict", "state_dict_to_params"):
+    monkeypatch.setattr(convert, name, fail)
+
+
+def test_flax_directory_loads_into_another_head_by_path(tmp_path, monkeypatch, caplog):
+  config = tiny_config("distilbert", scan_layers=True)
+  model = models.get_model(config, "masked_lm")
+  params = random_params(model, config, "masked_lm", seed=8)
+  convert.save_flax(model, params, tmp_path / "flax")
+  _no_pytorch_names(monkeypatch)
+  with caplog.at_level(logging.WARNING, logger="distilbert_jax.convert"):
+    _, base = convert.load_pretrained(tmp_path / "flax", head="base", scan_layers=False)
+  assert "vocab_projector/bias" in caplog.text  # the MLM head is dropped, with a warning
+  assert_trees_equal(base, convert.unstack_layers(params)["distilbert"])
+  missing = r"\['classifier/bias', 'classifier/kernel', 'pre_classifier/bias', 'pre_classifier/kernel'\]"
+  with pytest.raises(convert.ConversionError,
+                     match=rf"params: missing keys {missing}; unexpected keys \[\] \(pass init_missing_heads=True"):
+    convert.load_pretrained(tmp_path / "flax", head="sequence_classification")
+  _, classifier = convert.load_pretrained(tmp_path / "flax", head="sequence_classification", init_missing_heads=True)
+  assert_trees_equal(classifier["distilbert"], params["distilbert"])
+  assert classifier["classifier"]["kernel"].shape == (32, 2)
+
+
 def test_convert_main_round_trip_hf_flax_hf_is_bit_identical(tmp_path):
   directory, pt, _ = hf_dir(tmp_path, "distilbert", "token_classification", sinusoidal_pos_embds=True)
   (directory / "vocab.txt").write_text("[PAD]\n[UNK]\n")
@@ -295,6 +323,26 @@ def test_distilbert_student_copies_the_chosen_bert_layers_and_mlm_head(teacher_s
   assert_trees_equal(s["vocab_transform"], cls["transform"]["dense"])
   assert_trees_equal(s["vocab_layer_norm"], cls["transform"]["LayerNorm"])
   np.testing.assert_array_equal(s["vocab_projector"]["bias"], cls["bias"])
+
+
+@pytest.mark.parametrize("teacher_scanned,student_scanned", [(False, True), (True, False), (True, True)])
+def test_student_is_built_on_flax_paths_in_either_layout(monkeypatch, teacher_scanned, student_scanned):
+  teacher_config = tiny_config("bert", num_hidden_layers=5, scan_layers=teacher_scanned)
+  teacher = random_params(models.get_model(teacher_config, "masked_lm"), teacher_config, "masked_lm", seed=9)
+  expected_config, expected = convert.student_from_teacher(
+      dataclasses.replace(teacher_config, scan_layers=False), convert.unstack_layers(teacher),
+      teacher_head="masked_lm", layers=(4, 1))
+  _no_pytorch_names(monkeypatch)
+  config, student = convert.student_from_teacher(teacher_config, teacher, teacher_head="masked_lm", layers=(4, 1),
+                                                 scan_layers=student_scanned)
+  assert config == dataclasses.replace(expected_config, scan_layers=student_scanned)
+  assert_trees_equal(convert.unstack_layers(student), expected)
+  layer = student["distilbert"]["transformer"]["layer"]
+  assert (layer["ffn"]["lin1"]["kernel"].shape[0] == 2) if student_scanned else (sorted(layer) == ["0", "1"])
+  t = convert.unstack_layers(teacher)["bert"]["encoder"]["layer"]
+  s = convert.unstack_layers(student)["distilbert"]["transformer"]["layer"]
+  assert_trees_equal(s["0"]["ffn"]["lin2"], t["4"]["output"]["dense"])  # the chosen order is kept
+  assert_trees_equal(s["1"]["sa_layer_norm"], t["1"]["attention"]["output"]["LayerNorm"])
 
 
 def test_bert_student_halves_a_mini_lm_shaped_base_model():
@@ -438,6 +486,19 @@ def test_existing_output_directory_is_an_error_unless_overwrite(tmp_path):
 
 
 @pytest.mark.parametrize("save", ["save_pretrained", "save_flax"])
+def test_existing_empty_output_directory_is_filled(tmp_path, save):
+  # As transformers' save_pretrained: an empty directory made beforehand is no conflict.
+  config = tiny_config("distilbert")
+  model = models.get_model(config, "base")
+  params = random_params(model, config, "base")
+  (tmp_path / "out").mkdir()
+  getattr(convert, save)(model, params, tmp_path / "out")
+  assert "config.json" in os.listdir(tmp_path / "out") and sorted(os.listdir(tmp_path)) == ["out"]
+  _, loaded = convert.load_pretrained(tmp_path / "out", head="base")
+  assert_trees_equal(loaded, params)
+
+
+@pytest.mark.parametrize("save", ["save_pretrained", "save_flax"])
 def test_failed_write_leaves_no_output_directory(tmp_path, monkeypatch, save):
   config = tiny_config("bert")
   model = models.get_model(config, "masked_lm")
@@ -451,6 +512,10 @@ def test_failed_write_leaves_no_output_directory(tmp_path, monkeypatch, save):
   with pytest.raises(OSError, match="disk full"):
     getattr(convert, save)(model, params, tmp_path / "out", tokenizer_dir=tokenizer_dir)
   assert sorted(os.listdir(tmp_path)) == ["tok"]
+  (tmp_path / "out").mkdir()  # an existing empty directory stays as it was
+  with pytest.raises(OSError, match="disk full"):
+    getattr(convert, save)(model, params, tmp_path / "out", tokenizer_dir=tokenizer_dir)
+  assert sorted(os.listdir(tmp_path)) == ["out", "tok"] and os.listdir(tmp_path / "out") == []
 
 
 def test_convert_main_rejects_bad_input_without_writing(tmp_path):

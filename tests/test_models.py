@@ -7,6 +7,7 @@ parameters by convert.state_dict_to_params. Tolerances:
     ours: every position is compared.
   bfloat16 computation: max |bf16 - f32| / max |f32| <= 2e-2 (relative to the largest magnitude).
   Alternative compilations (dot_product attention, scan, remat): 1e-5 absolute.
+  Vocabulary projection at flat masked positions vs. everywhere: 1e-6 relative, logits and gradients.
 """
 import dataclasses
 import functools
@@ -255,6 +256,73 @@ def test_masked_positions_equal_gathered_full_logits(model_type):
   picked = model.apply({"params": params}, ids, mask, masked_positions=positions).logits
   np.testing.assert_allclose(picked, np.take_along_axis(np.asarray(full), positions[..., None], axis=1),
                              atol=1e-6, rtol=0)
+
+
+MLM_HEADS = [("bert", "masked_lm"), ("bert", "pretraining"), ("distilbert", "masked_lm")]
+
+
+def assert_relatively_close(ours, ref, rtol, name=""):
+  """max |ours - ref| <= rtol * max |ref|: relative to the largest magnitude, so near-zero
+  entries are not judged on their own (all-zero references must be matched exactly)."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  assert ours.shape == ref.shape, name
+  assert np.abs(ours - ref).max() <= rtol * np.abs(ref).max(), (name, np.abs(ours - ref).max(), np.abs(ref).max())
+
+
+@pytest.mark.parametrize("model_type,head", MLM_HEADS)
+def test_flat_masked_positions_give_the_full_logits_and_gradients_there(model_type, head):
+  # Flat indices into batch * length: rows of every sequence, out of order, one repeated, one
+  # at a padded position. Tolerance 1e-6 relative (float32): the projection runs on 8 rows
+  # instead of 27, so matrix products may sum in another order.
+  config = tiny_config(model_type)
+  model = models.get_model(config, head)
+  params = random_params(model, config, head, seed=11)
+  ids, mask, types = padded_batch(11, model_type, head)
+  inputs = dict(attention_mask=mask, **({"token_type_ids": types} if types is not None else {}))
+  flat = np.array([0, 5, 9, 13, 26, 19, 2, 13])
+  assert mask.reshape(-1)[flat].min() == 0
+  full = model.apply({"params": params}, ids, **inputs)
+  picked = model.apply({"params": params}, ids, masked_positions=flat, **inputs)
+  assert picked.logits.shape == (len(flat), VOCAB)
+  assert_relatively_close(picked.logits, np.asarray(full.logits).reshape(-1, VOCAB)[flat], 1e-6)
+  if head == "pretraining":
+    np.testing.assert_array_equal(picked.seq_relationship_logits, full.seq_relationship_logits)
+
+  weights = np.random.RandomState(11).randn(len(flat), VOCAB).astype(np.float32)
+  dense_weights = np.zeros((BATCH * LENGTH, VOCAB), np.float32)
+  np.add.at(dense_weights, flat, weights)  # a repeated position counts twice in both losses
+  dense_weights = dense_weights.reshape(BATCH, LENGTH, VOCAB)
+  gathered_loss = lambda p: jnp.sum(model.apply({"params": p}, ids, masked_positions=flat, **inputs).logits * weights)
+  full_loss = lambda p: jnp.sum(model.apply({"params": p}, ids, **inputs).logits * dense_weights)
+  got, expected = jax.grad(gathered_loss)(params), jax.grad(full_loss)(params)
+  largest = max(np.abs(b).max() for b in jax.tree.leaves(expected))
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(expected)):
+    if np.abs(b).max() < 1e-9 * largest:
+      # The key bias: zero in exact arithmetic (softmax ignores a shift shared by every key), so
+      # only rounding is left; it is held to the largest gradient entry instead of its own.
+      assert np.abs(np.asarray(a) - b).max() <= 1e-6 * largest, jax.tree_util.keystr(path)
+    else:
+      assert_relatively_close(a, b, 1e-6, jax.tree_util.keystr(path))
+
+
+def test_masked_positions_are_refused_by_heads_without_a_vocabulary_projection():
+  config = tiny_config("distilbert")
+  model = models.get_model(config, "token_classification")
+  params = random_params(model, config, "token_classification")
+  with pytest.raises(ValueError, match="takes no masked_positions"):
+    model.apply({"params": params}, np.ones((2, 4), np.int32), masked_positions=np.array([0, 1]))
+
+
+def test_pretraining_outputs_answer_to_the_names_of_transformers():
+  # Code ported from transformers' BertForPreTraining reads prediction_logits and
+  # seq_relationship_logits; `logits` is the same array under our uniform name.
+  pt, config = torch_model("bert", "pretraining", seed=2)
+  model = models.get_model(config, "pretraining")
+  ids, mask, types = padded_batch(2, "bert", "pretraining")
+  ref, ours = run_both(pt, model, flax_params(pt, config, "pretraining"), ids, mask, types)
+  assert set(ref.keys()) == {"prediction_logits", "seq_relationship_logits"}
+  assert_close([(name, getattr(ours, name), ref[name]) for name in ref.keys()])
+  assert ours.prediction_logits is ours.logits
 
 
 def test_dropout_is_active_only_in_training():

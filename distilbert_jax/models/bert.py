@@ -9,10 +9,9 @@ answering.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from distilbert_jax.models import layers
@@ -62,20 +61,13 @@ class BertConfig:
     return layers.config_to_hf_dict(self)
 
 
-class BertEmbeddings(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class BertEmbeddings(layers.Module):
   def setup(self):
     c = self.config
-    embed = lambda rows, names: nn.Embed(
-        rows, c.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
-        embedding_init=layers.normal_init(c.initializer_range, names))
-    self.word_embeddings = embed(c.vocab_size, ("vocab", "embed"))
-    self.position_embeddings = embed(c.max_position_embeddings, ("position", "embed"))
-    self.token_type_embeddings = embed(c.type_vocab_size, ("type", "embed"))
-    self.LayerNorm = layers.layer_norm(c.layer_norm_eps, self.dtype, self.param_dtype, "LayerNorm")
+    self.word_embeddings = self.embed(c.vocab_size, ("vocab", "embed"))
+    self.position_embeddings = self.embed(c.max_position_embeddings, ("position", "embed"))
+    self.token_type_embeddings = self.embed(c.type_vocab_size, ("type", "embed"))
+    self.LayerNorm = self.layer_norm()
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
@@ -86,85 +78,60 @@ class BertEmbeddings(nn.Module):
     return self.dropout(self.LayerNorm(hidden), deterministic=deterministic)
 
 
-class BertSelfAttention(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class BertSelfAttention(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
     c = self.config
-    proj = lambda name: layers.dense(c.hidden_size, ("embed", "heads"), c, self.dtype, self.param_dtype, name)
-    q, k, v = (layers.split_heads(proj(n)(hidden), c.num_attention_heads) for n in ("query", "key", "value"))
+    q, k, v = (layers.split_heads(self.dense(c.hidden_size, ("embed", "heads"), n)(hidden), c.num_attention_heads)
+               for n in ("query", "key", "value"))
     return layers.multi_head_attention(
         self, q, k, v, attention_mask, dropout_rate=c.attention_probs_dropout_prob,
         deterministic=deterministic, implementation=c.attention_impl, output_attentions=output_attentions)
 
 
-class BertResidualOutput(nn.Module):
+class BertResidualOutput(layers.Module):
   """dense -> dropout -> LayerNorm(x + residual): HF's BertSelfOutput and BertOutput."""
-  config: BertConfig
-  in_axis: str
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  in_axis: str = "heads"
 
   @nn.compact
   def __call__(self, x, residual, deterministic: bool):
-    c = self.config
-    x = layers.dense(c.hidden_size, (self.in_axis, "embed"), c, self.dtype, self.param_dtype, "dense")(x)
-    x = nn.Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
-    return layers.layer_norm(c.layer_norm_eps, self.dtype, self.param_dtype, "LayerNorm")(x + residual)
+    x = self.dense(self.config.hidden_size, (self.in_axis, "embed"), "dense")(x)
+    x = nn.Dropout(self.config.hidden_dropout_prob)(x, deterministic=deterministic)
+    return self.layer_norm("LayerNorm")(x + residual)
 
 
-class BertAttention(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class BertAttention(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
-    kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-    context, probs = BertSelfAttention(**kw, name="self")(hidden, attention_mask, deterministic, output_attentions)
-    return BertResidualOutput(**kw, in_axis="heads", name="output")(context, hidden, deterministic), probs
+    context, probs = BertSelfAttention(**self.kw, name="self")(hidden, attention_mask, deterministic, output_attentions)
+    return BertResidualOutput(**self.kw, in_axis="heads", name="output")(context, hidden, deterministic), probs
 
 
-class BertLayer(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class BertLayer(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     """hidden: [batch, length, hidden] -> (hidden, (hidden or None, probs or None))."""
     c = self.config
-    kw = dict(config=c, dtype=self.dtype, param_dtype=self.param_dtype)
-    attn_out, probs = BertAttention(**kw, name="attention")(hidden, attention_mask, deterministic, output_attentions)
-    x = _DenseScope(c, c.intermediate_size, ("embed", "mlp"), c.hidden_act, self.dtype, self.param_dtype,
+    attention = BertAttention(**self.kw, name="attention")
+    attn_out, probs = attention(hidden, attention_mask, deterministic, output_attentions)
+    x = _DenseScope(**self.kw, features=c.intermediate_size, axes=("embed", "mlp"), activation=c.hidden_act,
                     name="intermediate")(attn_out)
-    out = BertResidualOutput(**kw, in_axis="mlp", name="output")(x, attn_out, deterministic)
+    out = BertResidualOutput(**self.kw, in_axis="mlp", name="output")(x, attn_out, deterministic)
     return out, (out if output_hidden_states else None, probs)
 
 
-class _DenseScope(nn.Module):
+class _DenseScope(layers.Module):
   """A scope holding one `dense` then an activation: HF's `intermediate` and `pooler`."""
-  config: BertConfig
-  features: int
-  names: tuple
-  activation: str
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+  features: int = 0
+  axes: tuple = ("embed", "embed_out")
+  activation: str = "tanh"
 
   @nn.compact
   def __call__(self, x):
-    x = layers.dense(self.features, self.names, self.config, self.dtype, self.param_dtype, "dense")(x)
-    return layers.get_activation(self.activation)(x)
+    return layers.get_activation(self.activation)(self.dense(self.features, self.axes, "dense")(x))
 
 
-class BertEncoder(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class BertEncoder(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     c = self.config
@@ -172,24 +139,18 @@ class BertEncoder(nn.Module):
         self, BertLayer, c.num_hidden_layers, hidden, attention_mask,
         deterministic=deterministic, output_attentions=output_attentions,
         output_hidden_states=output_hidden_states, scan_layers=c.scan_layers,
-        remat_policy=c.remat_policy,
-        layer_kwargs=dict(config=c, dtype=self.dtype, param_dtype=self.param_dtype))
+        remat_policy=c.remat_policy, layer_kwargs=self.kw)
 
 
-class BertModel(nn.Module):
+class BertModel(layers.Module):
   """Embeddings, encoder and (optionally) the pooler. Parameters at the top level."""
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
   add_pooling_layer: bool = True
 
   def setup(self):
-    kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-    self.embeddings = BertEmbeddings(**kw)
-    self.encoder = BertEncoder(**kw)
+    self.embeddings = BertEmbeddings(**self.kw)
+    self.encoder = BertEncoder(**self.kw)
     if self.add_pooling_layer:
-      c = self.config
-      self.pooler = _DenseScope(c, c.hidden_size, ("embed", "embed_out"), "tanh", self.dtype, self.param_dtype)
+      self.pooler = _DenseScope(**self.kw, features=self.config.hidden_size)
 
   def __call__(
       self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -214,156 +175,119 @@ class BertModel(nn.Module):
     return self.embeddings.word_embeddings.embedding
 
 
-class BertLMPredictionHead(nn.Module):
-  """cls/predictions: transform (dense, activation, LayerNorm), then the tied decoder + bias."""
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class BertLMPredictionHead(layers.VocabProjection):
+  """cls/predictions: transform (dense, activation, LayerNorm), then the decoder (tied to the
+  word embeddings unless config.tie_word_embeddings is false) and the bias."""
+  decoder: Optional[str] = "decoder"
 
   @nn.compact
-  def __call__(self, hidden, bert: BertModel):
-    c = self.config
-    transform = _Transform(c, self.dtype, self.param_dtype, name="transform")
-    x = transform(hidden)
-    bias = self.param("bias", layers.zeros_init(("vocab",)), (c.vocab_size,), self.param_dtype)
-    if c.tie_word_embeddings:
-      return layers.tied_projection(x, bert.word_embedding_matrix().astype(x.dtype), bias.astype(x.dtype))
-    decoder = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=layers.normal_init(c.initializer_range, ("embed", "vocab")), name="decoder")
-    logits = decoder(x)
-    return logits + bias.astype(logits.dtype)
+  def __call__(self, hidden, embedding):
+    """hidden [..., hidden], embedding [vocab, hidden] -> logits [..., vocab]."""
+    return self.project(_Transform(**self.kw, name="transform")(hidden), embedding)
 
 
-class _Transform(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class _Transform(layers.Module):
   @nn.compact
   def __call__(self, x):
-    c = self.config
-    x = layers.dense(c.hidden_size, ("embed", "embed_out"), c, self.dtype, self.param_dtype, "dense")(x)
-    x = layers.get_activation(c.hidden_act)(x)
-    return layers.layer_norm(c.layer_norm_eps, self.dtype, self.param_dtype, "LayerNorm")(x)
+    x = self.dense(self.config.hidden_size, ("embed", "embed_out"), "dense")(x)
+    return self.layer_norm("LayerNorm")(layers.get_activation(self.config.hidden_act)(x))
 
 
-class _Cls(nn.Module):
-  """The `cls` scope of Hugging Face's MLM and pretraining heads."""
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  next_sentence: bool = False
+class _BertHead(layers.Module):
+  """A head: BertModel under `bert`, then the head's own layers (`head`) on its output.
 
-  @nn.compact
-  def __call__(self, hidden, pooled, bert):
-    c = self.config
-    logits = BertLMPredictionHead(c, self.dtype, self.param_dtype, name="predictions")(hidden, bert)
-    if not self.next_sentence:
-      return logits, None
-    nsp = layers.dense(2, ("embed", "classes"), c, self.dtype, self.param_dtype, "seq_relationship")(pooled)
-    return logits, nsp
-
-
-def _base(module, add_pooling_layer: bool) -> BertModel:
-  return BertModel(module.config, dtype=module.dtype, param_dtype=module.param_dtype,
-                   add_pooling_layer=add_pooling_layer, name="bert")
-
-
-class BertForMaskedLM(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  next_sentence: bool = False  # BertForPreTraining sets this
+  Every head takes BertModel's inputs, [batch, length] ([batch, num_choices, length] for multiple
+  choice), and the masked-LM heads also `masked_positions` (see layers.gather_positions).
+  """
+  # Class attributes, not fields: what kind of head a subclass is.
+  add_pooling_layer = True
+  multiple_choice = False
+  takes_masked_positions = False
 
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                deterministic: bool = True, output_attentions: bool = False,
-               output_hidden_states: bool = False, masked_positions=None):
-    """logits: [batch, length, vocab], or [batch, n, vocab] at masked_positions [batch, n]
-    (the vocabulary projection is then computed only where a loss needs it)."""
-    bert = _base(self, add_pooling_layer=self.next_sentence)
-    out = bert(input_ids, attention_mask, token_type_ids, position_ids, deterministic,
-               output_attentions, output_hidden_states)
-    hidden = out.last_hidden_state
-    if masked_positions is not None:
-      hidden = jnp.take_along_axis(hidden, masked_positions[..., None].astype(jnp.int32), axis=1)
-    logits, nsp = _Cls(self.config, self.dtype, self.param_dtype, self.next_sentence, name="cls")(
-        hidden, out.pooler_output, bert)
+               output_hidden_states: bool = False, masked_positions=None) -> ModelOutput:
+    if masked_positions is not None and not self.takes_masked_positions:
+      raise ValueError(f"{type(self).__name__} takes no masked_positions")
+    inputs = (input_ids, attention_mask, token_type_ids, position_ids)
+    if self.multiple_choice:  # every choice is a sequence of its own
+      inputs = tuple(None if x is None else x.reshape(-1, x.shape[-1]) for x in inputs)
+    bert = BertModel(**self.kw, add_pooling_layer=self.add_pooling_layer, name="bert")
+    out = bert(*inputs, deterministic, output_attentions, output_hidden_states)
+    out = self.head(bert, out, deterministic, masked_positions)
+    if self.multiple_choice:
+      out = out.replace(logits=out.logits.reshape(input_ids.shape[:2]))
+    return out
+
+  def head(self, bert: BertModel, out: ModelOutput, deterministic: bool, masked_positions) -> ModelOutput:
+    raise NotImplementedError
+
+
+class BertForMaskedLM(_BertHead):
+  """logits [batch, length, vocab]; at masked_positions [batch, n] -> [batch, n, vocab], at flat
+  masked_positions [n] -> [n, vocab] (the vocabulary projection is then computed only there)."""
+  add_pooling_layer = False
+  takes_masked_positions = True
+  next_sentence = False
+
+  def head(self, bert, out, deterministic, masked_positions):
+    hidden = layers.gather_positions(out.last_hidden_state, masked_positions)
+    logits, nsp = _Cls(**self.kw, next_sentence=self.next_sentence, name="cls")(
+        hidden, out.pooler_output, bert.word_embedding_matrix())
     return out.replace(logits=logits, seq_relationship_logits=nsp)
 
 
+class _Cls(layers.Module):
+  """The `cls` scope of Hugging Face's MLM and pretraining heads."""
+  next_sentence: bool = False
+
+  @nn.compact
+  def __call__(self, hidden, pooled, embedding):
+    logits = BertLMPredictionHead(**self.kw, name="predictions")(hidden, embedding)
+    nsp = self.dense(2, ("embed", "classes"), "seq_relationship")(pooled) if self.next_sentence else None
+    return logits, nsp
+
+
 class BertForPreTraining(BertForMaskedLM):
-  """Masked LM plus next-sentence prediction (`seq_relationship_logits` [batch, 2])."""
-  next_sentence: bool = True
+  """Masked LM plus next-sentence prediction (`seq_relationship_logits` [batch, 2], from the
+  pooled [CLS] state). The MLM logits answer to transformers' name `prediction_logits` too."""
+  add_pooling_layer = True
+  next_sentence = True
 
 
-class BertForSequenceClassification(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class BertForSequenceClassification(_BertHead):
+  """logits: [batch, num_labels] from the pooled [CLS] state."""
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True, output_attentions: bool = False, output_hidden_states: bool = False):
-    """logits: [batch, num_labels] from the pooled [CLS] state."""
-    c = self.config
-    out = _base(self, True)(input_ids, attention_mask, token_type_ids, position_ids, deterministic,
-                            output_attentions, output_hidden_states)
-    x = nn.Dropout(_classifier_dropout(c))(out.pooler_output, deterministic=deterministic)
-    logits = layers.dense(c.num_labels, ("embed", "classes"), c, self.dtype, self.param_dtype, "classifier")(x)
-    return out.replace(logits=logits)
+  def head(self, bert, out, deterministic, masked_positions):
+    x = nn.Dropout(_classifier_dropout(self.config))(out.pooler_output, deterministic=deterministic)
+    return out.replace(logits=self.dense(self.config.num_labels, ("embed", "classes"), "classifier")(x))
 
 
-class BertForMultipleChoice(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class BertForMultipleChoice(_BertHead):
+  """input_ids: [batch, num_choices, length] -> logits [batch, num_choices]."""
+  multiple_choice = True
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True, output_attentions: bool = False, output_hidden_states: bool = False):
-    """input_ids: [batch, num_choices, length] -> logits [batch, num_choices]."""
-    c = self.config
-    batch, num_choices, length = input_ids.shape
-    flat = lambda x: None if x is None else x.reshape(batch * num_choices, length)
-    out = _base(self, True)(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                            deterministic, output_attentions, output_hidden_states)
-    x = nn.Dropout(_classifier_dropout(c))(out.pooler_output, deterministic=deterministic)
-    logits = layers.dense(1, ("embed", "classes"), c, self.dtype, self.param_dtype, "classifier")(x)
-    return out.replace(logits=logits.reshape(batch, num_choices))
+  def head(self, bert, out, deterministic, masked_positions):
+    x = nn.Dropout(_classifier_dropout(self.config))(out.pooler_output, deterministic=deterministic)
+    return out.replace(logits=self.dense(1, ("embed", "classes"), "classifier")(x))
 
 
-class BertForTokenClassification(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class BertForTokenClassification(_BertHead):
+  """logits: [batch, length, num_labels]."""
+  add_pooling_layer = False
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True, output_attentions: bool = False, output_hidden_states: bool = False):
-    """logits: [batch, length, num_labels]."""
-    c = self.config
-    out = _base(self, False)(input_ids, attention_mask, token_type_ids, position_ids, deterministic,
-                             output_attentions, output_hidden_states)
-    x = nn.Dropout(_classifier_dropout(c))(out.last_hidden_state, deterministic=deterministic)
-    logits = layers.dense(c.num_labels, ("embed", "classes"), c, self.dtype, self.param_dtype, "classifier")(x)
-    return out.replace(logits=logits)
+  def head(self, bert, out, deterministic, masked_positions):
+    x = nn.Dropout(_classifier_dropout(self.config))(out.last_hidden_state, deterministic=deterministic)
+    return out.replace(logits=self.dense(self.config.num_labels, ("embed", "classes"), "classifier")(x))
 
 
-class BertForQuestionAnswering(nn.Module):
-  config: BertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class BertForQuestionAnswering(_BertHead):
+  """start_logits, end_logits: [batch, length]."""
+  add_pooling_layer = False
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               deterministic: bool = True, output_attentions: bool = False, output_hidden_states: bool = False):
-    """start_logits, end_logits: [batch, length]."""
-    c = self.config
-    out = _base(self, False)(input_ids, attention_mask, token_type_ids, position_ids, deterministic,
-                             output_attentions, output_hidden_states)
-    logits = layers.dense(2, ("embed", "classes"), c, self.dtype, self.param_dtype, "qa_outputs")(
-        out.last_hidden_state)
+  def head(self, bert, out, deterministic, masked_positions):
+    logits = self.dense(2, ("embed", "classes"), "qa_outputs")(out.last_hidden_state)
     return out.replace(start_logits=logits[..., 0], end_logits=logits[..., 1])
 
 

@@ -8,7 +8,7 @@ classification, question answering.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -64,6 +64,10 @@ class DistilBertConfig:
   def type_vocab_size(self) -> int:
     return 0
 
+  @property
+  def layer_norm_eps(self) -> float:
+    return LAYER_NORM_EPS
+
   @classmethod
   def from_hf_dict(cls, d: dict) -> "DistilBertConfig":
     return layers.config_from_hf_dict(cls, d)
@@ -72,23 +76,13 @@ class DistilBertConfig:
     return layers.config_to_hf_dict(self)
 
 
-class Embeddings(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class Embeddings(layers.Module):
   def setup(self):
     c = self.config
-    self.word_embeddings = nn.Embed(
-        c.vocab_size, c.dim, dtype=self.dtype, param_dtype=self.param_dtype,
-        embedding_init=layers.normal_init(c.initializer_range, ("vocab", "embed")),
-    )
+    self.word_embeddings = self.embed(c.vocab_size, ("vocab", "embed"))
     if not c.sinusoidal_pos_embds:
-      self.position_embeddings = nn.Embed(
-          c.max_position_embeddings, c.dim, dtype=self.dtype, param_dtype=self.param_dtype,
-          embedding_init=layers.normal_init(c.initializer_range, ("position", "embed")),
-      )
-    self.LayerNorm = layers.layer_norm(LAYER_NORM_EPS, self.dtype, self.param_dtype, "LayerNorm")
+      self.position_embeddings = self.embed(c.max_position_embeddings, ("position", "embed"))
+    self.LayerNorm = self.layer_norm()
     self.dropout = nn.Dropout(c.dropout)
 
   def __call__(self, input_ids, position_ids, deterministic: bool):
@@ -104,61 +98,41 @@ class Embeddings(nn.Module):
     return self.dropout(hidden, deterministic=deterministic)
 
 
-class MultiHeadSelfAttention(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class MultiHeadSelfAttention(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
     c = self.config
-    proj = lambda name: layers.dense(c.dim, ("embed", "heads"), c, self.dtype, self.param_dtype, name)
-    q, k, v = (layers.split_heads(proj(n)(hidden), c.n_heads) for n in ("q_lin", "k_lin", "v_lin"))
+    q, k, v = (layers.split_heads(self.dense(c.dim, ("embed", "heads"), n)(hidden), c.n_heads)
+               for n in ("q_lin", "k_lin", "v_lin"))
     context, probs = layers.multi_head_attention(
         self, q, k, v, attention_mask, dropout_rate=c.attention_dropout, deterministic=deterministic,
         implementation=c.attention_impl, output_attentions=output_attentions,
     )
-    out = layers.dense(c.dim, ("heads", "embed"), c, self.dtype, self.param_dtype, "out_lin")(context)
-    return out, probs
+    return self.dense(c.dim, ("heads", "embed"), "out_lin")(context), probs
 
 
-class FFN(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class FFN(layers.Module):
   @nn.compact
   def __call__(self, hidden, deterministic: bool):
     c = self.config
-    x = layers.dense(c.hidden_dim, ("embed", "mlp"), c, self.dtype, self.param_dtype, "lin1")(hidden)
-    x = layers.get_activation(c.activation)(x)
-    x = layers.dense(c.dim, ("mlp", "embed"), c, self.dtype, self.param_dtype, "lin2")(x)
+    x = layers.get_activation(c.activation)(self.dense(c.hidden_dim, ("embed", "mlp"), "lin1")(hidden))
+    x = self.dense(c.dim, ("mlp", "embed"), "lin2")(x)
     return nn.Dropout(c.dropout)(x, deterministic=deterministic)
 
 
-class TransformerBlock(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class TransformerBlock(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     """hidden: [batch, length, dim] -> (hidden, (hidden or None, probs or None))."""
-    kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-    sa_output, probs = MultiHeadSelfAttention(**kw, name="attention")(
+    sa_output, probs = MultiHeadSelfAttention(**self.kw, name="attention")(
         hidden, attention_mask, deterministic, output_attentions)
-    norm = lambda name: layers.layer_norm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name)
-    sa_output = norm("sa_layer_norm")(sa_output + hidden)
-    ffn_output = FFN(**kw, name="ffn")(sa_output, deterministic)
-    out = norm("output_layer_norm")(ffn_output + sa_output)
+    sa_output = self.layer_norm("sa_layer_norm")(sa_output + hidden)
+    ffn_output = FFN(**self.kw, name="ffn")(sa_output, deterministic)
+    out = self.layer_norm("output_layer_norm")(ffn_output + sa_output)
     return out, (out if output_hidden_states else None, probs)
 
 
-class Transformer(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
+class Transformer(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     c = self.config
@@ -166,21 +140,16 @@ class Transformer(nn.Module):
         self, TransformerBlock, c.n_layers, hidden, attention_mask,
         deterministic=deterministic, output_attentions=output_attentions,
         output_hidden_states=output_hidden_states, scan_layers=c.scan_layers,
-        remat_policy=c.remat_policy,
-        layer_kwargs=dict(config=c, dtype=self.dtype, param_dtype=self.param_dtype),
+        remat_policy=c.remat_policy, layer_kwargs=self.kw,
     )
 
 
-class DistilBertModel(nn.Module):
+class DistilBertModel(layers.Module):
   """The base model: embeddings and transformer, no pooler. Parameters at the top level."""
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
   def setup(self):
-    kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-    self.embeddings = Embeddings(**kw)
-    self.transformer = Transformer(**kw)
+    self.embeddings = Embeddings(**self.kw)
+    self.transformer = Transformer(**self.kw)
 
   def __call__(
       self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
@@ -201,115 +170,85 @@ class DistilBertModel(nn.Module):
     return self.embeddings.word_embeddings.embedding
 
 
-def _base(module) -> DistilBertModel:
-  return DistilBertModel(module.config, dtype=module.dtype, param_dtype=module.param_dtype, name="distilbert")
+class _DistilBertHead(layers.Module):
+  """A head: DistilBertModel under `distilbert`, then the head's own layers (`head`) on its output.
 
+  Every head takes DistilBertModel's inputs, [batch, length] ([batch, num_choices, length] for
+  multiple choice), and the masked-LM head also `masked_positions` (see layers.gather_positions).
+  """
+  # Class attributes, not fields: what kind of head a subclass is.
+  multiple_choice = False
+  takes_masked_positions = False
 
-def _gather_positions(hidden, masked_positions):
-  """hidden [batch, length, dim], masked_positions [batch, n] -> [batch, n, dim]."""
-  if masked_positions is None:
-    return hidden
-  return jnp.take_along_axis(hidden, masked_positions[..., None].astype(jnp.int32), axis=1)
-
-
-class DistilBertForMaskedLM(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  def setup(self):
-    c = self.config
-    self.distilbert = _base(self)
-    self.vocab_transform = layers.dense(c.dim, ("embed", "embed_out"), c, self.dtype, self.param_dtype, "vocab_transform")
-    self.vocab_layer_norm = layers.layer_norm(LAYER_NORM_EPS, self.dtype, self.param_dtype, "vocab_layer_norm")
-    if c.tie_word_embeddings:
-      self.vocab_projector = layers.OutputBias(c.vocab_size, self.param_dtype)
-    else:
-      self.vocab_projector = layers.dense(c.vocab_size, ("embed", "vocab"), c, self.dtype, self.param_dtype, "vocab_projector")
-
+  @nn.compact
   def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False, masked_positions=None):
-    """logits: [batch, length, vocab], or [batch, n, vocab] at masked_positions [batch, n]
-    (the vocabulary projection is then computed only where a loss needs it)."""
-    out = self.distilbert(input_ids, attention_mask, position_ids, deterministic, output_attentions, output_hidden_states)
-    x = _gather_positions(out.last_hidden_state, masked_positions)
-    x = self.vocab_transform(x)
-    x = layers.get_activation(self.config.activation)(x)
-    x = self.vocab_layer_norm(x)
-    if self.config.tie_word_embeddings:
-      logits = self.vocab_projector(x, self.distilbert.word_embedding_matrix())
-    else:
-      logits = self.vocab_projector(x)
+               output_attentions: bool = False, output_hidden_states: bool = False,
+               masked_positions=None) -> ModelOutput:
+    if masked_positions is not None and not self.takes_masked_positions:
+      raise ValueError(f"{type(self).__name__} takes no masked_positions")
+    inputs = (input_ids, attention_mask, position_ids)
+    if self.multiple_choice:  # every choice is a sequence of its own
+      inputs = tuple(None if x is None else x.reshape(-1, x.shape[-1]) for x in inputs)
+    distilbert = DistilBertModel(**self.kw, name="distilbert")
+    out = distilbert(*inputs, deterministic, output_attentions, output_hidden_states)
+    out = self.head(distilbert, out, deterministic, masked_positions)
+    if self.multiple_choice:
+      out = out.replace(logits=out.logits.reshape(input_ids.shape[:2]))
+    return out
+
+  def head(self, distilbert: DistilBertModel, out: ModelOutput, deterministic: bool,
+           masked_positions) -> ModelOutput:
+    raise NotImplementedError
+
+  def classify_first_token(self, out: ModelOutput, num_outputs: int, deterministic: bool):
+    """[batch, num_outputs] from the first token ([CLS]), as Hugging Face does."""
+    pooled = self.dense(self.config.dim, ("embed", "embed_out"), "pre_classifier")(out.last_hidden_state[:, 0])
+    pooled = nn.Dropout(self.config.seq_classif_dropout)(jax.nn.relu(pooled), deterministic=deterministic)
+    return self.dense(num_outputs, ("embed", "classes"), "classifier")(pooled)
+
+
+class DistilBertForMaskedLM(_DistilBertHead):
+  """logits [batch, length, vocab]; at masked_positions [batch, n] -> [batch, n, vocab], at flat
+  masked_positions [n] -> [n, vocab] (the vocabulary projection is then computed only there)."""
+  takes_masked_positions = True
+
+  def head(self, distilbert, out, deterministic, masked_positions):
+    x = layers.gather_positions(out.last_hidden_state, masked_positions)
+    x = self.dense(self.config.dim, ("embed", "embed_out"), "vocab_transform")(x)
+    x = self.layer_norm("vocab_layer_norm")(layers.get_activation(self.config.activation)(x))
+    logits = layers.VocabProjection(**self.kw, name="vocab_projector")(x, distilbert.word_embedding_matrix())
     return out.replace(logits=logits)
 
 
-class DistilBertForSequenceClassification(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class DistilBertForSequenceClassification(_DistilBertHead):
+  """logits: [batch, num_labels]."""
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False):
-    """logits: [batch, num_labels], from the first token ([CLS]) as Hugging Face does."""
-    c = self.config
-    out = _base(self)(input_ids, attention_mask, position_ids, deterministic, output_attentions, output_hidden_states)
-    pooled = out.last_hidden_state[:, 0]
-    pooled = layers.dense(c.dim, ("embed", "embed_out"), c, self.dtype, self.param_dtype, "pre_classifier")(pooled)
-    pooled = nn.Dropout(c.seq_classif_dropout)(jax.nn.relu(pooled), deterministic=deterministic)
-    logits = layers.dense(c.num_labels, ("embed", "classes"), c, self.dtype, self.param_dtype, "classifier")(pooled)
-    return out.replace(logits=logits)
+  def head(self, distilbert, out, deterministic, masked_positions):
+    return out.replace(logits=self.classify_first_token(out, self.config.num_labels, deterministic))
 
 
-class DistilBertForMultipleChoice(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class DistilBertForMultipleChoice(_DistilBertHead):
+  """input_ids: [batch, num_choices, length] -> logits [batch, num_choices]."""
+  multiple_choice = True
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False):
-    """input_ids: [batch, num_choices, length] -> logits [batch, num_choices]."""
-    batch, num_choices, length = input_ids.shape
-    flat = lambda x: None if x is None else x.reshape(batch * num_choices, length)
-    c = self.config
-    base = _base(self)(flat(input_ids), flat(attention_mask), flat(position_ids), deterministic, output_attentions, output_hidden_states)
-    pooled = base.last_hidden_state[:, 0]
-    pooled = layers.dense(c.dim, ("embed", "embed_out"), c, self.dtype, self.param_dtype, "pre_classifier")(pooled)
-    pooled = nn.Dropout(c.seq_classif_dropout)(jax.nn.relu(pooled), deterministic=deterministic)
-    logits = layers.dense(1, ("embed", "classes"), c, self.dtype, self.param_dtype, "classifier")(pooled)
-    return base.replace(logits=logits.reshape(batch, num_choices))
+  def head(self, distilbert, out, deterministic, masked_positions):
+    return out.replace(logits=self.classify_first_token(out, 1, deterministic))
 
 
-class DistilBertForTokenClassification(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class DistilBertForTokenClassification(_DistilBertHead):
+  """logits: [batch, length, num_labels]."""
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False):
-    """logits: [batch, length, num_labels]."""
-    c = self.config
-    out = _base(self)(input_ids, attention_mask, position_ids, deterministic, output_attentions, output_hidden_states)
-    x = nn.Dropout(c.dropout)(out.last_hidden_state, deterministic=deterministic)
-    logits = layers.dense(c.num_labels, ("embed", "classes"), c, self.dtype, self.param_dtype, "classifier")(x)
-    return out.replace(logits=logits)
+  def head(self, distilbert, out, deterministic, masked_positions):
+    x = nn.Dropout(self.config.dropout)(out.last_hidden_state, deterministic=deterministic)
+    return out.replace(logits=self.dense(self.config.num_labels, ("embed", "classes"), "classifier")(x))
 
 
-class DistilBertForQuestionAnswering(nn.Module):
-  config: DistilBertConfig
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
+class DistilBertForQuestionAnswering(_DistilBertHead):
+  """start_logits, end_logits: [batch, length]."""
 
-  @nn.compact
-  def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False):
-    """start_logits, end_logits: [batch, length]."""
-    c = self.config
-    out = _base(self)(input_ids, attention_mask, position_ids, deterministic, output_attentions, output_hidden_states)
-    x = nn.Dropout(c.qa_dropout)(out.last_hidden_state, deterministic=deterministic)
-    logits = layers.dense(2, ("embed", "classes"), c, self.dtype, self.param_dtype, "qa_outputs")(x)
+  def head(self, distilbert, out, deterministic, masked_positions):
+    x = nn.Dropout(self.config.qa_dropout)(out.last_hidden_state, deterministic=deterministic)
+    logits = self.dense(2, ("embed", "classes"), "qa_outputs")(x)
     return out.replace(start_logits=logits[..., 0], end_logits=logits[..., 1])
 
 

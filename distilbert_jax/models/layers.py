@@ -2,7 +2,9 @@
 
 Both architectures are the same post-LayerNorm transformer (Vaswani et al., 2017; Devlin et al.,
 2019); they differ in parameter names and in where dropout sits, so each architecture file keeps
-its own layer modules and calls the attention core here.
+its own layer modules. Those derive from `Module` (config, dtype, param_dtype and the dense,
+LayerNorm and embedding builders) and share the attention core, the layer stack, the gather at
+masked positions and the vocabulary projection here.
 
 Logical axis names carried by every parameter (mapped onto mesh axes by `sharding.py`):
   vocab: vocabulary rows; embed: the model (hidden) dimension; heads: the flattened
@@ -92,7 +94,8 @@ class ModelOutput:
   hidden_states: tuple of num_layers + 1 arrays [batch, length, hidden] (embeddings first),
     with output_hidden_states=True
   attentions: tuple of num_layers arrays [batch, heads, length, length], with output_attentions
-  logits: [batch, length, vocab] (masked LM; [batch, n, vocab] with masked_positions [batch, n]),
+  logits: [batch, length, vocab] (masked LM; [batch, n, vocab] with masked_positions [batch, n],
+    [n, vocab] with flat masked_positions [n]; see `gather_positions`),
     [batch, num_labels] (sequence classification), [batch, num_choices] (multiple choice),
     [batch, length, num_labels] (token classification)
   start_logits, end_logits: [batch, length] (question answering)
@@ -106,6 +109,11 @@ class ModelOutput:
   start_logits: Optional[Array] = None
   end_logits: Optional[Array] = None
   seq_relationship_logits: Optional[Array] = None
+
+  @property
+  def prediction_logits(self) -> Optional[Array]:
+    """transformers' name for the masked-LM logits of BERT pretraining: the same array as `logits`."""
+    return self.logits
 
 
 def normal_init(stddev: float, names: Sequence[Optional[str]]):
@@ -121,39 +129,97 @@ def ones_init(names):
   return nn.with_logical_partitioning(nn.initializers.ones_init(), tuple(names))
 
 
-def dense(features: int, names: tuple, config, dtype, param_dtype, name: str) -> nn.Dense:
-  """nn.Dense with HF init; `names` are the kernel's logical axes (input, output)."""
-  return nn.Dense(
-      features,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      kernel_init=normal_init(config.initializer_range, names),
-      bias_init=zeros_init(names[-1:]),
-      name=name,
-  )
+class Module(nn.Module):
+  """A part of a BERT-family model. Every part carries the same three settings and builds its
+  dense layers, LayerNorms and embeddings with the helpers below, so that initialisation and
+  logical axis names are decided once for both architectures.
+
+  config: the architecture's config dataclass; dtype: the computation dtype; param_dtype: the
+  dtype parameters are stored in.
+  """
+  config: Any
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @property
+  def kw(self) -> dict:
+    """The settings a child part inherits: `Child(**self.kw, name=...)`."""
+    return dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def dense(self, features: int, axes: tuple, name: Optional[str] = None, use_bias: bool = True) -> nn.Dense:
+    """nn.Dense with Hugging Face's init; `axes` name the kernel's (input, output) dimensions."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=normal_init(self.config.initializer_range, axes),
+        bias_init=zeros_init(axes[-1:]),
+        name=name,
+    )
+
+  def layer_norm(self, name: Optional[str] = None) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=self.config.layer_norm_eps,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        scale_init=ones_init(("embed",)),
+        bias_init=zeros_init(("embed",)),
+        name=name,
+    )
+
+  def embed(self, rows: int, axes: tuple) -> nn.Embed:
+    """A table of `rows` vectors of the hidden size; `axes` name its (row, embed) dimensions."""
+    return nn.Embed(rows, self.config.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                    embedding_init=normal_init(self.config.initializer_range, axes))
 
 
-def layer_norm(epsilon: float, dtype, param_dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(
-      epsilon=epsilon,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      scale_init=ones_init(("embed",)),
-      bias_init=zeros_init(("embed",)),
-      name=name,
-  )
+class VocabProjection(Module):
+  """The masked-LM output layer: logits = hidden @ W + bias, where W is the word embedding
+  matrix (transposed) when config.tie_word_embeddings, else a kernel of its own.
 
+  The bias is this scope's `bias`. An untied kernel is this scope's `kernel` (DistilBERT's
+  `vocab_projector`), or `<decoder>/kernel` when `decoder` names a child scope (BERT's
+  `cls/predictions/decoder`). Hugging Face's parameter paths, so its checkpoints load unchanged.
+  """
+  decoder: Optional[str] = None
 
-class OutputBias(nn.Module):
-  """The bias of a tied vocabulary projection (the kernel is the word embedding matrix)."""
-  vocab_size: int
-  param_dtype: Any = jnp.float32
+  def project(self, hidden: Array, embedding: Array) -> Array:
+    """hidden [..., hidden_size], embedding [vocab, hidden_size] -> logits [..., vocab]."""
+    c = self.config
+    bias = self.param("bias", zeros_init(("vocab",)), (c.vocab_size,), self.param_dtype).astype(hidden.dtype)
+    if c.tie_word_embeddings:
+      return tied_projection(hidden, embedding.astype(hidden.dtype), bias)
+    if self.decoder is not None:
+      return self.dense(c.vocab_size, ("embed", "vocab"), self.decoder, use_bias=False)(hidden) + bias
+    kernel = self.param("kernel", normal_init(c.initializer_range, ("embed", "vocab")),
+                        (hidden.shape[-1], c.vocab_size), self.param_dtype)
+    return jnp.dot(hidden, kernel.astype(hidden.dtype)) + bias
 
   @nn.compact
-  def __call__(self, hidden, embedding):
-    """hidden [..., dim], embedding [vocab, dim] -> logits [..., vocab] (see `tied_projection`)."""
-    bias = self.param("bias", zeros_init(("vocab",)), (self.vocab_size,), self.param_dtype)
-    return tied_projection(hidden, embedding.astype(hidden.dtype), bias.astype(hidden.dtype))
+  def __call__(self, hidden: Array, embedding: Array) -> Array:
+    return self.project(hidden, embedding)
+
+
+def gather_positions(hidden: Array, masked_positions: Optional[Array]) -> Array:
+  """The hidden states at the positions a masked-LM loss needs, so that the vocabulary
+  projection runs only there.
+
+  hidden: [batch, length, dim]. masked_positions:
+    None: hidden unchanged.
+    [batch, n]: per-row indices into length -> [batch, n, dim].
+    [n]: indices into the flattened batch * length positions (row b, position i is
+      b * length + i) -> [n, dim]: the masked tokens of a whole batch, however unevenly they
+      fall across its rows.
+  """
+  if masked_positions is None:
+    return hidden
+  positions = jnp.asarray(masked_positions).astype(jnp.int32)
+  if positions.ndim == 1:
+    return jnp.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0)
+  if positions.ndim == 2:
+    return jnp.take_along_axis(hidden, positions[..., None], axis=1)
+  raise ValueError(f"masked_positions must be [batch, n] or flat [n], got shape {positions.shape}")
 
 
 def embed_tokens(embed: nn.Embed, input_ids: Array, pad_token_id: Optional[int]) -> Array:
