@@ -1,7 +1,7 @@
 """The paper's recipe: DistilBERT-base distilled from bert-base-uncased (Sanh et al., 2019).
 
 Student: 6 layers initialised from teacher layers 0, 2, 4, 7, 9, 11 (extract_distilbert.py);
-losses 5.0 loss_ce + 2.0 loss_mlm + 1.0 loss_cos at T = 2 (the author, transformers issue 2013);
+losses 5.0 loss_ce + 2.0 loss_mlm + 1.0 loss_cos at T = 2 (the paper's author, GitHub huggingface/transformers#2013);
 AdamW lr 5e-4, betas (0.9, 0.98), eps 1e-6, 5% warm-up, clipping 5.0; about 4,000 sequences per
 optimizer step (4,096 here, 8 micro-batches of 512); 3 epochs; sequences up to 512 tokens.
 

@@ -151,21 +151,16 @@ def resolve_dtype(name: str):
   return jnp.dtype(name)
 
 
-def _compile_overrides(section: ml_collections.ConfigDict) -> dict:
-  return dict(scan_layers=section.scan_layers, remat_policy=section.remat_policy,
-              attention_impl=section.attention_impl)
-
-
 def build_teacher(config):
   """(model, params, model config) of the frozen teacher, or (None, None, None) without one.
   Parameters stay float32 here: the student copies its layers from them first."""
   t = config.teacher
   dtype = resolve_dtype(t.dtype)
   if t.path:
-    model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **_compile_overrides(t))
+    model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **train.compile_fields(t))
     return model, params, model.config
   if t.random_config:
-    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), **_compile_overrides(t))
+    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), **train.compile_fields(t))
     model = models.get_model(model_config, t.head, dtype=dtype)
     return model, train.init_params(model, config.train.seed + 1), model_config
   return None, None, None
@@ -178,12 +173,12 @@ def build_student(config, teacher_config, teacher_params):
     student_config, params = convert.student_from_teacher(
         teacher_config, teacher_params, teacher_head=config.teacher.head,
         layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head,
-        **{**_compile_overrides(s), **dict(s.config_overrides)})
+        **{**train.compile_fields(s), **dict(s.config_overrides)})
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   else:
     fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
     fields.update(dict(s.config_overrides))
-    student_config = dataclasses.replace(models.config_from_hf_dict(fields), **_compile_overrides(s))
+    student_config = dataclasses.replace(models.config_from_hf_dict(fields), **train.compile_fields(s))
     params = None
   model = models.get_model(student_config, head, dtype=resolve_dtype(s.dtype))
   if params is None:

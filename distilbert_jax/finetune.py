@@ -211,11 +211,6 @@ def model_kwargs(model, batch) -> dict:
   return kw
 
 
-def _compile_overrides(section) -> dict:
-  return dict(scan_layers=section.scan_layers, remat_policy=section.remat_policy,
-              attention_impl=section.attention_impl)
-
-
 def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   """(model, float32 params) of the model to fine-tune, from config.model.path: all of it, or
   only `config.model.layers` of its layers (a student initialised from a teacher, as
@@ -230,11 +225,11 @@ def build_student(config, head: str, label_names, num_outputs: int, seed: int):
     student_config, params = convert.student_from_teacher(
         base.config, base_params, teacher_head="base", layers=tuple(m.layers),
         student_type=m.type or base.config.model_type, student_head=head, rng=rng, id2label=id2label,
-        **_compile_overrides(m))
+        **train.compile_fields(m))
     return models.get_model(student_config, head, dtype=dtype), _float32(params)
   try:
     model, params = convert.load_pretrained(m.path, head=head, dtype=dtype, init_missing_heads=True, rng=rng,
-                                            id2label=id2label, **_compile_overrides(m))
+                                            id2label=id2label, **train.compile_fields(m))
     return model, _float32(params)
   except convert.ConversionError as e:
     if not (m.reinit_head and "shape mismatch" in str(e)):
@@ -245,7 +240,7 @@ def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   logging.warning("%s: the head does not fit %d outputs; it is initialised afresh (model.reinit_head)", m.path,
                   num_outputs)
   print(f"distilbert-jax: warning: {m.path}: the task head is initialised afresh (model.reinit_head)")
-  base, base_params = convert.load_pretrained(m.path, head="base", **_compile_overrides(m))
+  base, base_params = convert.load_pretrained(m.path, head="base", **train.compile_fields(m))
   model = models.get_model(dataclasses.replace(base.config, id2label=id2label), head, dtype=dtype)
   params = train.init_params(model, seed)
   body = "bert" if base.config.model_type == "bert" else "distilbert"
@@ -262,7 +257,7 @@ def build_teacher(config, head: str, num_outputs: int):
   if not t.path:
     return None, None
   model, params = convert.load_pretrained(t.path, head=head, dtype=_resolve_dtype(t.dtype),
-                                          **_compile_overrides(t))
+                                          **train.compile_fields(t))
   if head == "sequence_classification" and model.config.num_labels != num_outputs:
     raise errors.ConfigError(f"{t.path}: the teacher has {model.config.num_labels} outputs but the task needs "
                              f"{num_outputs} (fine-tune a teacher on this task first)")

@@ -28,7 +28,7 @@ import grain
 import numpy as np
 
 from distilbert_jax.token_cache import (  # pylint: disable=unused-import  (re-exported)
-    InputPipelineError, TokenCache, build_token_cache, check_sources, count_tokens, token_counts_main,
+    InputPipelineError, TokenCache, build_token_cache, check_sources, count_tokens,
     tokenizer_vocab_size,
     write_token_counts)
 

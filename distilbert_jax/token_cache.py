@@ -1,8 +1,8 @@
 """Tokenize a text corpus once into an on-disk, memory-mapped token cache.
 
-This replaces the original recipe's scripts/binarized_data.py, whose pickled in-memory list
-of arrays (and a uint16 cast that corrupted ids above 65,535) is listed among the original
-code's failures in shared/REFERENCE.md.
+This replaces the original recipe's scripts/binarized_data.py (transformers'
+examples/research_projects/distillation), which pickled the whole corpus as an in-memory list
+of arrays and cast ids to uint16, corrupting every id above 65,535.
 
 Sources are spec strings (the config field `config.data.sources`):
 
@@ -24,7 +24,7 @@ to each sentence and `min_length` to each packed sequence.
 Bad input policy:
   * a bad spec, a missing file, a glob matching nothing, an unreadable or empty source, a TSV
     column or TFDS dataset that does not exist, a tokenizer whose vocabulary size differs from
-    the expected one, or no sequence left after filtering: `InputPipelineError` (a ValueError)
+    the expected one, or no sequence left after filtering: `InputPipelineError` (an errors.Error and a ValueError)
     with one line naming the source or file and the problem;
   * a line that is not UTF-8, or a malformed JSON line / TSV row: skipped and counted
     (`undecodable_lines`, `malformed_lines` in `TokenCache.stats`, also logged).
@@ -542,15 +542,4 @@ def write_token_counts(cache: TokenCache, path: str) -> np.ndarray:
   with open(tmp_path, "wb") as f:
     np.save(f, counts)
   os.replace(tmp_path, path)
-  return counts
-
-
-def token_counts_main(sources: Sequence[str], tokenizer_dir: str, cache_dir: str,
-                      out_path: str, max_length: int, min_length: int = 12) -> np.ndarray:
-  """`distilbert-jax token-counts`: builds (or reuses) the cache and writes its counts."""
-  cache = build_token_cache(sources, tokenizer_dir, cache_dir, max_length=max_length,
-                            min_length=min_length)
-  counts = write_token_counts(cache, out_path)
-  logging.info("Token counts of %d tokens (%d distinct ids) written to %s.",
-               counts.sum(), np.count_nonzero(counts), out_path)
   return counts

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import flax
 import flax.linen as nn
@@ -100,6 +99,12 @@ def init_params(model: nn.Module, seed: int) -> Any:
 def abstract_boxed_params(model: nn.Module) -> Any:
   """Shapes and logical axis names of `model`'s parameters, without allocating them."""
   return jax.eval_shape(model.init, jax.random.PRNGKey(0), _dummy_ids(model))["params"]
+
+
+def compile_fields(section: ml_collections.ConfigDict) -> dict:
+  """The model config fields that say how a config section's model is compiled (models/layers.py)."""
+  return dict(scan_layers=section.scan_layers, remat_policy=section.remat_policy,
+              attention_impl=section.attention_impl)
 
 
 def _dummy_ids(model):

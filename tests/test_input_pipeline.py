@@ -229,14 +229,6 @@ def test_token_counts_match_bincount_of_sequences(tmp_path, corpus_cache):
   assert os.listdir(tmp_path) == ["counts.npy"]  # No temporary file left behind.
 
 
-def test_token_counts_main_builds_cache_and_writes_counts(tmp_path):
-  path = write_lines(tmp_path / "a.txt", sentences(5))
-  out = tmp_path / "out" / "token_counts.npy"
-  counts = input_pipeline.token_counts_main([f"text:{path}"], TOKENIZER_DIR, str(tmp_path / "c"),
-                                            str(out), max_length=32, min_length=3)
-  assert counts[101] == 5 and counts[102] == 5 and np.load(out).sum() == counts.sum()
-
-
 # ------------------------------------------------------------------------------------------
 # Cache: reuse, rebuild, atomic writes.
 # ------------------------------------------------------------------------------------------

@@ -31,13 +31,15 @@ def assert_one_line_error(result, *fragments):
 def test_help_lists_every_subcommand_with_one_line_each():
   result = cli("--help")
   assert result.returncode == 0
-  for command in ("distill", "convert", "token-counts", "evaluate-sts"):
+  for command in ("distill", "finetune", "evaluate", "convert", "token-counts", "evaluate-sts"):
     assert command in result.stdout
   assert "--xla" not in result.stdout and "absl" not in result.stdout
 
 
 @pytest.mark.parametrize("command, flags", [
     ("distill", ["--config", "--workdir", "--config.SECTION.FIELD"]),
+    ("finetune", ["--config", "--workdir", "--config.SECTION.FIELD"]),
+    ("evaluate", ["--model", "--task", "--data", "--split", "--out"]),
     ("convert", ["--to", "--head", "--overwrite"]),
     ("token-counts", ["--config", "--out"]),
     ("evaluate-sts", ["--model", "--data", "--teacher"]),
