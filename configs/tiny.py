@@ -6,8 +6,10 @@ one shipped with all-MiniLM-L6-v2 (`make setup` installs it).
 
   distilbert-jax distill --config configs/tiny.py --workdir runs/tiny
 
-Expected on a 2-core CPU: 20 steps in well under a minute, loss falling, an export in
-runs/tiny/export that transformers.AutoModelForMaskedLM loads.
+Expected on a 2-core AMD EPYC CPU (2026-11-25, machine shared with other jobs): 20 steps, the
+whole command 61 s (most of it compiling); metrics.jsonl at step 20: loss 20.87 (logged as the
+mean of steps 16-20), loss_mlm about 10.3, loss_cos 0.14; an export in runs/tiny/export that
+transformers.AutoModelForMaskedLM loads.
 """
 import importlib.util
 from pathlib import Path
