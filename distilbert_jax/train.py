@@ -225,8 +225,9 @@ class Checkpoints:
     self.manager = self._open()
 
   def _open(self):
-    return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-        max_to_keep=self.keep, enable_async_checkpointing=True))
+    return ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -242,7 +243,16 @@ class Checkpoints:
     """(state placed as `abstract_state`'s shardings say, data state), or None without checkpoints."""
     steps = sorted(self.manager.all_steps(), reverse=True)
     failures = []
+    expected = _param_shapes(abstract_state.params)
     for step in steps:
+      try:
+        stored = _param_shapes(self.manager.item_metadata(step)["state"]["params"])
+      except Exception:  # unreadable metadata: the restore below reports it
+        stored = None
+      if stored is not None and stored != expected:
+        differ = sorted(set(stored.items()) ^ set(expected.items()))[:2]
+        raise TrainingError(f"{self.directory}/{step}: the checkpoint holds another model than this config builds "
+                            f"(e.g. {differ}); use another --workdir, or the config that wrote it")
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -279,6 +289,13 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _param_shapes(tree) -> dict:
+  """{"a/b/kernel": shape} of a parameter tree (arrays, abstract arrays or orbax metadata)."""
+  flat = jax.tree_util.tree_leaves_with_path(tree)
+  name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  return {name(path): tuple(leaf.shape) for path, leaf in flat}
 
 
 class _StopSignals:

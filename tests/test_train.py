@@ -327,3 +327,12 @@ def test_two_processes_with_four_devices_each_match_one_process_with_eight(tmp_p
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
   assert_same_losses(read_metrics(tmp_path / "single"), read_metrics(workdir), steps=range(1, 4),
                      rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_of_another_model_is_an_error_and_is_left_in_place(tmp_path, tiny_config):
+  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  other = tiny_config()
+  other.student.layers = (0, 1, 3)  # three student layers instead of two
+  with pytest.raises(train.TrainingError, match="holds another model than this config builds"):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [3, 6] and not (tmp_path / "unreadable_checkpoints").exists()
