@@ -12,3 +12,7 @@ class Error(Exception):
 
 class ConfigError(Error, ValueError):
   """A configuration that cannot run: an unknown or mistyped field, inconsistent settings."""
+
+
+class TrainingError(Error, RuntimeError):
+  """A run that cannot go on: a non-finite loss, an unreadable checkpoint, another model's checkpoint."""

@@ -13,6 +13,7 @@ a data iterator and a loss as sums and denominators. This file owns the rest:
              step, with the last good checkpoint intact; SIGTERM or SIGINT ends the current step,
              saves a checkpoint and exits, and the same command resumes bit-identically; an
              unreadable latest checkpoint is set aside and the previous one is used
+             (checkpoints.py)
   export     the trained (or best evaluated) parameters in Hugging Face format, WORKDIR/export
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -33,14 +33,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
+from distilbert_jax import checkpoints as checkpoints_lib
 from distilbert_jax import convert, errors, flops, sharding
 
 
-class TrainingError(errors.Error, RuntimeError):
-  """A run that cannot go on: a non-finite loss, an unreadable checkpoint, an impossible config."""
+TrainingError = errors.TrainingError
 
 
 class Preempted(errors.Error):
@@ -210,94 +209,7 @@ def normalise_metrics(window) -> dict:
   return out
 
 
-# ===================================================================================== checkpoints
-class Checkpoints:
-  """Orbax checkpoints of (TrainState, data position) in WORKDIR/checkpoints, written
-  asynchronously. `restore` takes the newest readable one: an unreadable newest checkpoint (a
-  file deleted or truncated) is reported in one line and moved to WORKDIR/unreadable_checkpoints,
-  and the one before it is tried; with checkpoints present but none readable it raises rather
-  than train from scratch over them."""
-
-  def __init__(self, workdir: Path, keep: int):
-    self.directory = (workdir / "checkpoints").absolute()
-    self.quarantine = (workdir / "unreadable_checkpoints").absolute()
-    self.keep = keep
-    self.manager = self._open()
-
-  def _open(self):
-    return ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
-
-  def latest_step(self) -> Optional[int]:
-    return self.manager.latest_step()
-
-  def save(self, step: int, state: TrainState, data_state: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    data=ocp.args.JsonSave(data_state)), force=True)
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
-  def restore(self, abstract_state) -> Optional[tuple[TrainState, dict]]:
-    """(state placed as `abstract_state`'s shardings say, data state), or None without checkpoints."""
-    steps = sorted(self.manager.all_steps(), reverse=True)
-    failures = []
-    expected = _param_shapes(abstract_state.params)
-    for step in steps:
-      try:
-        stored = _param_shapes(self.manager.item_metadata(step)["state"]["params"])
-      except Exception:  # unreadable metadata: the restore below reports it
-        stored = None
-      if stored is not None and stored != expected:
-        differ = sorted(set(stored.items()) ^ set(expected.items()))[:2]
-        raise TrainingError(f"{self.directory}/{step}: the checkpoint holds another model than this config builds "
-                            f"(e.g. {differ}); use another --workdir, or the config that wrote it")
-      try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-        state, data_state = restored["state"], restored["data"]
-        if data_state is None or int(jax.device_get(state.step)) != step:
-          raise ValueError("incomplete checkpoint")
-      except Exception as e:  # orbax raises many types for missing and truncated files
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        failures.append(f"step {step}: {reason}")
-        logging.warning("checkpoint %s/%d is unreadable (%s); trying the one before", self.directory, step, reason)
-        print(f"distilbert-jax: checkpoint {self.directory}/{step} is unreadable ({reason}); "
-              f"it is moved to {self.quarantine}", flush=True)
-        self._set_aside(step)
-        continue
-      if failures:
-        print(f"distilbert-jax: resuming from the checkpoint of step {step}", flush=True)
-      return state, data_state
-    if failures:
-      raise TrainingError(f"{self.directory}: no readable checkpoint ({'; '.join(failures)}); they were moved "
-                          f"to {self.quarantine}: delete them to start from scratch")
-    return None
-
-  def _set_aside(self, step: int) -> None:
-    if jax.process_index() == 0:
-      self.quarantine.mkdir(parents=True, exist_ok=True)
-      target = self.quarantine / f"{step}.{int(time.time())}"
-      shutil.move(str(self.directory / str(step)), str(target))
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
-    self.manager.close()
-    self.manager = self._open()
-
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
-
-
-def _param_shapes(tree) -> dict:
-  """{"a/b/kernel": shape} of a parameter tree (arrays, abstract arrays or orbax metadata)."""
-  flat = jax.tree_util.tree_leaves_with_path(tree)
-  name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-  return {name(path): tuple(leaf.shape) for path, leaf in flat}
-
-
+# ===================================================================================== signals
 class _StopSignals:
   """Turns SIGTERM and SIGINT into a flag that the loop reads after each step (the step in
   flight finishes; the checkpoint is written; the process exits). Cloud TPU VMs and Slurm
@@ -416,7 +328,7 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
     job.frozen_params = None
 
   # ----------------------------------------------------------------------------- checkpoints
-  checkpoints = Checkpoints(workdir, t.keep_checkpoints)
+  checkpoints = checkpoints_lib.Checkpoints(workdir, t.keep_checkpoints)
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 state, state_shardings)
   restored = checkpoints.restore(abstract_state)
