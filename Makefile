@@ -24,5 +24,9 @@ distill: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 -q tests
 
+# The default benchmark run (BENCHMARKS.md): about 10 minutes on 2 CPU cores; writes BENCH.json.
+bench: $(BIN)/.installed
+	$(BIN)/python scripts/benchmark.py
+
 clean:
 	rm -rf $(VENV) runs

