@@ -7,7 +7,7 @@ parameters by convert.state_dict_to_params. Tolerances:
     ours: every position is compared.
   bfloat16 computation (float32 or bfloat16 parameters): max |bf16 - f32| / max |f32| <= 2e-2 for
     every output of every head (relative to the largest magnitude).
-  Alternative compilations (dot_product attention, scan, remat): 1e-5 absolute.
+  Alternative compilations (dot_product and blocked attention, scan, remat): 1e-5 absolute.
   Vocabulary projection at flat masked positions vs. everywhere: 1e-6 relative, logits and gradients.
 """
 import dataclasses
@@ -275,12 +275,30 @@ def test_dot_product_attention_matches_xla(model_type):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
-def _outputs_and_grads(model, params, ids, mask):
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_blocked_attention_matches_xla(model_type, monkeypatch):
+  # Blocks of 4 keys: sequences of 9 take three blocks, the last filled up; a padded row and
+  # the fully masked one below included. 1e-5 absolute (float32), outputs and gradients.
+  monkeypatch.setattr(layers, "ATTENTION_BLOCK", 4)
+  config = tiny_config(model_type)
+  params = random_params(models.get_model(config, "masked_lm"), config, "masked_lm")
+  ids, mask, _ = padded_batch(12, model_type, "masked_lm")
+  mask[1] = 0
+  results = [_outputs_and_grads(models.get_model(tiny_config(model_type, attention_impl=impl), "masked_lm"),
+                                params, ids, mask, output_attentions=False) for impl in ("xla", "blocked")]
+  (_, outputs), grads = results[0]
+  (_, outputs2), grads2 = results[1]
+  for a, b in zip(outputs2, outputs):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads2, grads)
+
+
+def _outputs_and_grads(model, params, ids, mask, output_attentions=True):
   """(loss, (logits, hidden states, attentions)), gradients of a loss that touches every output."""
   def loss(p):
-    out = model.apply({"params": p}, ids, mask, output_hidden_states=True, output_attentions=True)
-    value = jnp.mean(out.logits ** 2) + sum(jnp.mean(h ** 3) for h in out.hidden_states + out.attentions)
-    return value, (out.logits,) + out.hidden_states + out.attentions
+    out = model.apply({"params": p}, ids, mask, output_hidden_states=True, output_attentions=output_attentions)
+    extra = out.hidden_states + (out.attentions or ())
+    return jnp.mean(out.logits ** 2) + sum(jnp.mean(h ** 3) for h in extra), (out.logits,) + extra
   return jax.value_and_grad(loss, has_aux=True)(params)
 
 

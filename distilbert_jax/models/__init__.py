@@ -121,5 +121,5 @@ def resolve_dtype(name: str, backend: Optional[str] = None) -> jnp.dtype:
   return dtype
 
 
-__all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict", "get_model",
-           "cpu_has_native_bfloat16", "resolve_dtype", "HEAD_NAMES", "bert", "distilbert"]
+__all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict",
+           "cpu_has_native_bfloat16", "get_model", "resolve_dtype", "HEAD_NAMES", "bert", "distilbert"]

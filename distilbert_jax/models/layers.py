@@ -40,7 +40,8 @@ ACTIVATIONS = {
     "tanh": jnp.tanh,
 }
 
-ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product")
+ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product", "blocked")
+ATTENTION_BLOCK = 128  # keys per step of the "blocked" attention
 DENSE_OUTPUT = "dense_output"  # the checkpoint name of every dense layer's product (`dot_general`)
 REMAT_POLICIES = {
     "none": None,
@@ -388,6 +389,10 @@ def multi_head_attention(
   if implementation not in ATTENTION_IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}")
   scale = 1.0 / np.sqrt(head_dim)
+  # Blocked has no probabilities to return or drop out either; short sequences gain nothing.
+  if implementation == "blocked" and not output_attentions and not use_dropout and length > ATTENTION_BLOCK:
+    context = blocked_attention(query, key, value, attention_mask, scale, ATTENTION_BLOCK)
+    return context.reshape(batch, length, num_heads * head_dim), None
   # Scores and softmax in float32 even when computing in bfloat16: the softmax is where
   # low precision hurts (and where Hugging Face upcasts too).
   scores = einsum("bqhd,bkhd->bhqk", query, key, out_dtype=jnp.float32) * scale
@@ -399,6 +404,46 @@ def multi_head_attention(
   probs = probs.astype(value.dtype)
   context = einsum("bhqk,bkhd->bqhd", probs, value)
   return context.reshape(batch, length, num_heads * head_dim), (probs if output_attentions else None)
+
+
+def blocked_attention(query: Array, key: Array, value: Array, attention_mask: Array, scale: float,
+                      block: int = ATTENTION_BLOCK) -> Array:
+  """softmax(scale * query key^T) value over `block` keys at a time, with the running maximum, sum and
+  weighted sum of an online softmax (Milakov & Gimelshein, 2018; FlashAttention, Dao et al.,
+  2022): no [length, length] scores are held at once.
+
+  query, key, value: [batch, length, heads, head_dim]; attention_mask:
+  [batch, length] (1 = real token), as in multi_head_attention. Returns [batch, length, heads,
+  head_dim]. Masked keys score float32's minimum, as in the plain path; keys added to fill the
+  last block score -inf, so they never count. DistilBERT-base forward at 8 x 512 on 2 shared Zen 4
+  cores, side by side with the plain path: float32 4.51 vs 5.11 s; bfloat16 3.27 vs 3.18 s (no gain).
+  """
+  batch, length, heads, head_dim = key.shape
+  fill = -length % block
+  key, value = (jnp.pad(x, ((0, 0), (0, fill), (0, 0), (0, 0))) for x in (key, value))
+  key_mask = jnp.pad(attention_mask.astype(bool), ((0, 0), (0, fill)))
+  exists = jnp.arange(length + fill) < length
+  to_blocks = lambda x, axis: jnp.moveaxis(x.reshape(x.shape[:axis] + (-1, block) + x.shape[axis + 1:]), axis, 0)
+
+  def step(carry, blocks):
+    top, total, weighted = carry  # [batch, heads, length], the same, [batch, heads, length, head_dim]; float32
+    k, v, mask, real = blocks
+    scores = einsum("bqhd,bkhd->bhqk", query, k, out_dtype=jnp.float32) * scale
+    scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    scores = jnp.where(real, scores, -jnp.inf)
+    new_top = jnp.maximum(top, scores.max(-1))  # finite from the first block on: key 0 exists
+    probs = jnp.exp(scores - new_top[..., None])
+    rescale = jnp.exp(top - new_top)
+    total = total * rescale + probs.sum(-1)
+    block_sum = einsum("bhqk,bkhd->bhqd", probs.astype(v.dtype), v, out_dtype=jnp.float32)
+    weighted = weighted * rescale[..., None] + block_sum
+    return (new_top, total, weighted), None
+
+  start = (jnp.full((batch, heads, length), -jnp.inf), jnp.zeros((batch, heads, length)),
+           jnp.zeros((batch, heads, length, head_dim)))
+  blocks = (to_blocks(key, 1), to_blocks(value, 1), to_blocks(key_mask, 1), to_blocks(exists, 0))
+  (_, total, weighted), _ = jax.lax.scan(step, start, blocks)
+  return jnp.swapaxes(weighted / total[..., None], 1, 2).astype(value.dtype)
 
 
 def run_encoder_stack(
