@@ -5,8 +5,9 @@ parameters by convert.state_dict_to_params. Tolerances:
   float32: 5e-5 absolute on logits, hidden states and attention probabilities. transformers v5
     masks only keys, as we do, so its outputs at pad positions are well defined and agree with
     ours: every position is compared.
-  bfloat16 computation: max |bf16 - f32| / max |f32| <= 2e-2 (relative to the largest magnitude).
-  Alternative compilations (dot_product attention, scan, remat): 1e-5 absolute.
+  bfloat16 computation (float32 or bfloat16 parameters): max |bf16 - f32| / max |f32| <= 2e-2 for
+    every output of every head (relative to the largest magnitude).
+  Alternative compilations (dot_product and blocked attention, scan, remat): 1e-5 absolute.
   Vocabulary projection at flat masked positions vs. everywhere: 1e-6 relative, logits and gradients.
 """
 import dataclasses
@@ -112,6 +113,14 @@ def assert_close(pairs, atol=ATOL):
     np.testing.assert_allclose(np.asarray(ours, np.float32), ref, atol=atol, rtol=0, err_msg=name)
 
 
+def assert_relatively_close(ours, ref, rtol, name=""):
+  """max |ours - ref| <= rtol * max |ref|: relative to the largest magnitude, so near-zero
+  entries are not judged on their own (all-zero references must be matched exactly)."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  assert ours.shape == ref.shape, name
+  assert np.abs(ours - ref).max() <= rtol * np.abs(ref).max(), (name, np.abs(ours - ref).max(), np.abs(ref).max())
+
+
 @pytest.mark.parametrize("model_type,head", HEADS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_every_head_matches_pytorch(model_type, head, seed):
@@ -172,17 +181,86 @@ def tiny_config(model_type, **overrides):
   return dataclasses.replace(models.config_from_hf_dict({"model_type": model_type, **TINY[model_type]}), **overrides)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
-def test_bfloat16_computation_is_close_to_float32(model_type):
+def produced_outputs(out):
+  """[(name, array)] of every output a head produced, hidden states and attentions included."""
+  names = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits", "seq_relationship_logits")
+  pairs = [(name, getattr(out, name)) for name in names if getattr(out, name) is not None]
+  pairs += [(f"hidden_states[{i}]", h) for i, h in enumerate(out.hidden_states or ())]
+  return pairs + [(f"attentions[{i}]", a) for i, a in enumerate(out.attentions or ())]
+
+
+def apply_head(model, params, ids, mask, types, **flags):
+  return model.apply({"params": params}, ids, mask, **({"token_type_ids": types} if types is not None else {}),
+                     output_hidden_states=True, output_attentions=True, **flags)
+
+
+@pytest.mark.parametrize("model_type,head", HEADS)
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16])
+def test_bfloat16_computation_is_close_to_float32(model_type, head, param_dtype):
   config = tiny_config(model_type)
-  params = random_params(models.get_model(config, "masked_lm"), config, "masked_lm")
-  ids, mask, _ = padded_batch(6, model_type, "masked_lm")
-  f32, bf16 = (models.get_model(config, "masked_lm", dtype=dtype).apply(
-      {"params": params}, ids, mask, output_hidden_states=True) for dtype in (jnp.float32, jnp.bfloat16))
-  assert bf16.logits.dtype == jnp.bfloat16
-  for ours, ref in [(bf16.logits, f32.logits)] + list(zip(bf16.hidden_states, f32.hidden_states)):
-    ours, ref = np.asarray(ours, np.float32), np.asarray(ref)
-    assert np.abs(ours - ref).max() / np.abs(ref).max() <= 2e-2
+  params = random_params(models.get_model(config, head), config, head)
+  ids, mask, types = padded_batch(6, model_type, head)
+  f32 = apply_head(models.get_model(config, head), params, ids, mask, types)
+  bf16 = apply_head(models.get_model(config, head, dtype=jnp.bfloat16, param_dtype=param_dtype),
+                    jax.tree.map(lambda x: x.astype(param_dtype), params), ids, mask, types)
+  pairs = list(zip(produced_outputs(bf16), produced_outputs(f32)))
+  assert len(pairs) == len(produced_outputs(f32)) > 3 + 4
+  for (name, ours), (_, ref) in pairs:
+    assert ours.dtype == jnp.bfloat16, name
+    assert_relatively_close(ours, ref, 2e-2, name)
+
+
+def dot_products(jaxpr):
+  """Every dot_general equation of a jaxpr, those of its inner jaxprs (scan, remat, custom_vjp)
+  included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      yield eqn
+    for value in eqn.params.values():
+      for inner in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(inner, "jaxpr", inner)
+        if hasattr(inner, "eqns"):
+          yield from dot_products(inner)
+
+
+@pytest.mark.parametrize("model_type,head", HEADS)
+def test_every_matrix_product_multiplies_bfloat16_and_accumulates_in_float32(model_type, head):
+  # Forward and backward, scanned and rematerialised. A bfloat16 -> bfloat16 product would run
+  # on XLA:CPU's float32 path; a float32 operand in the backward pass would too.
+  config = tiny_config(model_type, scan_layers=True, remat_policy="dots")
+  model = models.get_model(config, head, dtype=jnp.bfloat16)
+  params = random_params(model, config, head)
+  ids, mask, types = padded_batch(6, model_type, head)
+
+  def loss(p):
+    out = apply_head(model, p, ids, mask, types)
+    return sum(jnp.sum(x.astype(jnp.float32)) for _, x in produced_outputs(out))
+
+  forward = list(dot_products(jax.make_jaxpr(loss)(params).jaxpr))
+  both = list(dot_products(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
+  assert len(both) > len(forward) >= 4  # q, k, v, scores, ...
+  for eqn in both:
+    assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
+    assert eqn.params["preferred_element_type"] == jnp.float32, eqn
+
+
+def test_resolve_dtype_picks_bfloat16_only_where_it_is_fast(monkeypatch):
+  assert models.resolve_dtype("float32") == jnp.float32 and models.resolve_dtype("bfloat16") == jnp.bfloat16
+  assert models.resolve_dtype("auto", backend="gpu") == models.resolve_dtype("auto", backend="tpu") == jnp.bfloat16
+  zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n"
+  sapphire_rapids = "flags\t\t: fpu avx512f amx_bf16 amx_tile\n"
+  skylake = "flags\t\t: fpu avx512f avx512bw\nbugs\t\t: avx512_bf16_is_not_a_flag_here\n"
+  for cpuinfo, native in ((zen4, True), (sapphire_rapids, True), (skylake, False)):
+    monkeypatch.setattr(models, "_read_cpuinfo", lambda: cpuinfo)
+    assert models.cpu_has_native_bfloat16() is native
+    assert models.resolve_dtype("auto", backend="cpu") == (jnp.bfloat16 if native else jnp.float32)
+
+  def unreadable():
+    raise FileNotFoundError("/proc/cpuinfo")
+  monkeypatch.setattr(models, "_read_cpuinfo", unreadable)
+  assert models.cpu_has_native_bfloat16() is False
+  assert models.resolve_dtype("auto", backend="cpu") == jnp.float32
+  assert models.resolve_dtype("auto", backend="gpu") == jnp.bfloat16  # the processor does not matter there
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
@@ -197,12 +275,30 @@ def test_dot_product_attention_matches_xla(model_type):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
-def _outputs_and_grads(model, params, ids, mask):
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_blocked_attention_matches_xla(model_type, monkeypatch):
+  # Blocks of 4 keys: sequences of 9 take three blocks, the last filled up; a padded row and
+  # the fully masked one below included. 1e-5 absolute (float32), outputs and gradients.
+  monkeypatch.setattr(layers, "ATTENTION_BLOCK", 4)
+  config = tiny_config(model_type)
+  params = random_params(models.get_model(config, "masked_lm"), config, "masked_lm")
+  ids, mask, _ = padded_batch(12, model_type, "masked_lm")
+  mask[1] = 0
+  results = [_outputs_and_grads(models.get_model(tiny_config(model_type, attention_impl=impl), "masked_lm"),
+                                params, ids, mask, output_attentions=False) for impl in ("xla", "blocked")]
+  (_, outputs), grads = results[0]
+  (_, outputs2), grads2 = results[1]
+  for a, b in zip(outputs2, outputs):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads2, grads)
+
+
+def _outputs_and_grads(model, params, ids, mask, output_attentions=True):
   """(loss, (logits, hidden states, attentions)), gradients of a loss that touches every output."""
   def loss(p):
-    out = model.apply({"params": p}, ids, mask, output_hidden_states=True, output_attentions=True)
-    value = jnp.mean(out.logits ** 2) + sum(jnp.mean(h ** 3) for h in out.hidden_states + out.attentions)
-    return value, (out.logits,) + out.hidden_states + out.attentions
+    out = model.apply({"params": p}, ids, mask, output_hidden_states=True, output_attentions=output_attentions)
+    extra = out.hidden_states + (out.attentions or ())
+    return jnp.mean(out.logits ** 2) + sum(jnp.mean(h ** 3) for h in extra), (out.logits,) + extra
   return jax.value_and_grad(loss, has_aux=True)(params)
 
 
@@ -259,14 +355,6 @@ def test_masked_positions_equal_gathered_full_logits(model_type):
 
 
 MLM_HEADS = [("bert", "masked_lm"), ("bert", "pretraining"), ("distilbert", "masked_lm")]
-
-
-def assert_relatively_close(ours, ref, rtol, name=""):
-  """max |ours - ref| <= rtol * max |ref|: relative to the largest magnitude, so near-zero
-  entries are not judged on their own (all-zero references must be matched exactly)."""
-  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-  assert ours.shape == ref.shape, name
-  assert np.abs(ours - ref).max() <= rtol * np.abs(ref).max(), (name, np.abs(ours - ref).max(), np.abs(ref).max())
 
 
 @pytest.mark.parametrize("model_type,head", MLM_HEADS)
@@ -420,3 +508,11 @@ def test_cpu_compiler_options_take_the_library_fusions_out_and_keep_the_outputs(
   assert "__ynn_fusion" in default.as_text()
   assert "__ynn_fusion" not in ours.as_text()
   np.testing.assert_allclose(np.asarray(ours(params, ids)), np.asarray(default(params, ids)), atol=1e-5, rtol=0)
+  # bfloat16: YNNPACK for the matrix products alone (6 dense layers and 2 attention products per
+  # layer), where the default also fuses elementwise work and reductions.
+  bf16 = models.get_model(config, "base", dtype=jnp.bfloat16)
+  forward = lambda p, i: bf16.apply({"params": p}, i).last_hidden_state
+  options = models.compiler_options("base", backend="cpu", dtype=jnp.bfloat16)
+  default, ours = (jax.jit(forward, compiler_options=o).lower(params, ids).compile() for o in ({}, options))
+  assert ours.as_text().count("__ynn_fusion") == 2 * 8 < default.as_text().count("__ynn_fusion")  # 2 layers
+  assert_relatively_close(ours(params, ids), default(params, ids), 2e-2)

@@ -1,6 +1,6 @@
 """BERT-family encoders as pure Flax Linen modules.
 
-    model = models.get_model(config, head="masked_lm", dtype=jnp.bfloat16)
+    model = models.get_model(config, head="masked_lm", dtype=models.resolve_dtype("auto"))
     variables = model.init(rng, input_ids)            # parameters carry logical axis names
     params = flax.linen.meta.unbox(variables["params"])
     out = model.apply({"params": params}, input_ids, attention_mask=mask, deterministic=True)
@@ -11,10 +11,11 @@
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from distilbert_jax.models import bert, distilbert
 from distilbert_jax.models.bert import BertConfig
@@ -44,24 +45,81 @@ def get_model(config: ModelConfig, head: str = "base", dtype: Any = jnp.float32,
   return heads[head](config, dtype=dtype, param_dtype=param_dtype)
 
 
-def compiler_options(head: str = "base", backend: str | None = None) -> dict:
-  """XLA compiler options for a program that runs a model with `head` on `backend` (default: JAX's
-  default backend), for `jax.jit(..., compiler_options=...)`: explicit per program, never global.
+def compiler_options(head: str = "base", backend: str | None = None, dtype: Any = jnp.float32) -> dict:
+  """XLA compiler options for a program that runs a model with `head`, computing in `dtype`, on
+  `backend` (default: JAX's default backend), for `jax.jit(..., compiler_options=...)`: explicit
+  per program, never global.
 
-  CPU, heads without a vocabulary projection: YNNPACK library fusions off. XLA:CPU otherwise
-  fuses each LayerNorm into the YNNPACK call of the matrix product before it, which ran that
-  product at half speed. Measured side by side on 2 Sapphire Rapids cores (BENCHMARKS.md, lever
-  log): DistilBERT-base forward 32 x 128 2.63 s -> 2.33 s and 2.24 s -> 1.91 s in two runs;
+  CPU, heads without a vocabulary projection, float32: YNNPACK library fusions off. XLA:CPU
+  otherwise fuses each LayerNorm into the YNNPACK call of the matrix product before it, which ran
+  that product at half speed. Measured side by side on 2 Sapphire Rapids cores (BENCHMARKS.md,
+  lever log): DistilBERT-base forward 32 x 128 2.63 s -> 2.33 s and 2.24 s -> 1.91 s in two runs;
   at 8 x 128 0.65 s -> 0.52 s in one run, no change in the other.
+  CPU, those heads, bfloat16: YNNPACK for each matrix product on its own, nothing fused into it.
+  Only YNNPACK runs bfloat16 products (accumulated in float32) on the processor's bfloat16 dot
+  instructions; without it XLA converts the operands to float32. DistilBERT-base forward 8 x 128
+  on 2 shared Zen 4 cores, side by side: 1.05 s with YNNPACK off, 0.59 s with it on for matrix
+  products alone (0.53 s with bfloat16 parameters; float32: 0.95 s).
   CPU, masked_lm and pretraining: XLA's defaults, since without YNNPACK the [tokens, 768] x
   [768, 30522] vocabulary product took 5x longer at 128 tokens (175 vs 35 ms). The distillation
   step, not an encoder-only program, showed no difference beyond noise either way.
   GPU and TPU: XLA's defaults.
   """
-  if (backend or jax.default_backend()) == "cpu" and head not in ("masked_lm", "pretraining"):
-    return {"xla_cpu_experimental_ynn_fusion_type": ""}
-  return {}
+  if (backend or jax.default_backend()) != "cpu" or head in ("masked_lm", "pretraining"):
+    return {}
+  if jnp.dtype(dtype) == jnp.bfloat16:
+    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+  return {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-__all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict", "get_model",
-           "HEAD_NAMES", "bert", "distilbert"]
+# The CPU flags of native bfloat16 dot products (AVX-512 BF16: Cooper Lake, Zen 4 and later;
+# AMX: Sapphire Rapids and later), which XLA:CPU uses for bfloat16 products accumulated in float32.
+NATIVE_BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+_logged_dtype_choices = set()
+
+
+def _read_cpuinfo() -> str:
+  with open("/proc/cpuinfo") as f:
+    return f.read()
+
+
+def cpu_has_native_bfloat16() -> bool:
+  """Whether the processor has native bfloat16 dot products (one of NATIVE_BFLOAT16_CPU_FLAGS in
+  /proc/cpuinfo's flags); False where /proc/cpuinfo cannot be read (not Linux)."""
+  try:
+    cpuinfo = _read_cpuinfo()
+  except OSError:
+    return False
+  flags = set()
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(":")
+    if key.strip() == "flags":
+      flags.update(value.split())
+  return any(flag in flags for flag in NATIVE_BFLOAT16_CPU_FLAGS)
+
+
+def resolve_dtype(name: str, backend: Optional[str] = None) -> jnp.dtype:
+  """The computation dtype that `name` ("float32", "bfloat16", ... or "auto") stands for.
+
+  "auto": bfloat16 on GPU and TPU; on CPU (`backend`, default JAX's default backend) bfloat16
+  only where the processor has native bfloat16 dot products, where the models' products
+  (accumulated in float32, see layers.einsum) run about twice as fast as in float32; float32
+  elsewhere, where bfloat16 would be no faster. The choice is logged once.
+  """
+  if name != "auto":
+    return jnp.dtype(name)
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    dtype, reason = jnp.dtype(jnp.bfloat16), f"on {backend}"
+  elif cpu_has_native_bfloat16():
+    dtype, reason = jnp.dtype(jnp.bfloat16), "on a CPU with native bfloat16 dot products"
+  else:
+    dtype, reason = jnp.dtype(jnp.float32), "on a CPU without native bfloat16 dot products"
+  if (backend, dtype) not in _logged_dtype_choices:
+    _logged_dtype_choices.add((backend, dtype))
+    logging.info("dtype 'auto' is %s %s", dtype.name, reason)
+  return dtype
+
+
+__all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict",
+           "cpu_has_native_bfloat16", "get_model", "resolve_dtype", "HEAD_NAMES", "bert", "distilbert"]

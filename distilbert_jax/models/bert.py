@@ -40,7 +40,8 @@ class BertConfig:
   # Not Hugging Face fields: how the encoder is compiled (saved only in our Flax directories).
   scan_layers: bool = False  # one nn.scan over layers: compile time independent of depth
   remat_policy: str = "none"  # "none" | "full" | "dots": nn.remat per layer
-  attention_impl: str = "xla"  # "xla" | "dot_product" (jax.nn.dot_product_attention, cuDNN on GPU)
+  # "xla" | "dot_product" (jax.nn.dot_product_attention, cuDNN on GPU) | "blocked" (layers.blocked_attention)
+  attention_impl: str = "xla"
 
   model_type = "bert"
 
