@@ -145,17 +145,11 @@ def build_token_cache(config, workdir: Path, expected_vocab_size: Optional[int] 
 
 
 # ===================================================================================== models
-def resolve_dtype(name: str):
-  if name == "auto":  # bfloat16 where it is fast (GPU, TPU); float32 on CPU
-    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  return jnp.dtype(name)
-
-
 def build_teacher(config):
   """(model, params, model config) of the frozen teacher, or (None, None, None) without one.
   Parameters stay float32 here: the student copies its layers from them first."""
   t = config.teacher
-  dtype = resolve_dtype(t.dtype)
+  dtype = models.resolve_dtype(t.dtype)
   if t.path:
     model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **train.compile_fields(t))
     return model, params, model.config
@@ -180,7 +174,7 @@ def build_student(config, teacher_config, teacher_params):
     fields.update(dict(s.config_overrides))
     student_config = dataclasses.replace(models.config_from_hf_dict(fields), **train.compile_fields(s))
     params = None
-  model = models.get_model(student_config, head, dtype=resolve_dtype(s.dtype))
+  model = models.get_model(student_config, head, dtype=models.resolve_dtype(s.dtype))
   if params is None:
     params = train.init_params(model, config.train.seed)
   return model, params, student_config

@@ -29,10 +29,12 @@ class EvaluationError(errors.Error, ValueError):
 class Encoder:
   """A jitted mean-pooling sentence encoder over a model directory (Hugging Face or ours)."""
 
-  def __init__(self, model_dir: str, max_length: int = 128, tokenizer_dir: Optional[str] = None):
+  def __init__(self, model_dir: str, max_length: int = 128, tokenizer_dir: Optional[str] = None,
+               dtype: str = "float32"):
+    """dtype: the compute dtype ("auto": bfloat16 where the device computes it natively)."""
     import tokenizers
     self.model_dir = model_dir
-    self.model, self.params = convert.load_pretrained(model_dir, head="base")
+    self.model, self.params = convert.load_pretrained(model_dir, head="base", dtype=models.resolve_dtype(dtype))
     tokenizer_file = Path(tokenizer_dir or model_dir) / "tokenizer.json"
     if not tokenizer_file.exists():
       raise EvaluationError(f"{tokenizer_file}: no tokenizer.json beside the model")
@@ -42,7 +44,7 @@ class Encoder:
     self.tokenizer.no_padding()
     self.tokenizer.enable_truncation(max_length)
     self.max_length = max_length
-    self._forward = jax.jit(self._embed, compiler_options=models.compiler_options("base"))
+    self._forward = jax.jit(self._embed, compiler_options=models.compiler_options("base", dtype=self.model.dtype))
 
   @property
   def config(self):

@@ -218,7 +218,7 @@ def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   is an error unless config.model.reinit_head, which initialises it afresh with a warning."""
   m = config.model
   id2label = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(num_outputs))
-  dtype = _resolve_dtype(m.dtype)
+  dtype = models.resolve_dtype(m.dtype)
   rng = jax.random.PRNGKey(seed)
   if m.layers:
     base, base_params = convert.load_pretrained(m.path, head="base")
@@ -256,7 +256,7 @@ def build_teacher(config, head: str, num_outputs: int):
   t = config.teacher
   if not t.path:
     return None, None
-  model, params = convert.load_pretrained(t.path, head=head, dtype=_resolve_dtype(t.dtype),
+  model, params = convert.load_pretrained(t.path, head=head, dtype=models.resolve_dtype(t.dtype),
                                           **train.compile_fields(t))
   if head == "sequence_classification" and model.config.num_labels != num_outputs:
     raise errors.ConfigError(f"{t.path}: the teacher has {model.config.num_labels} outputs but the task needs "
@@ -343,7 +343,8 @@ class Evaluator:
     def predict(params, batch):
       out = model.apply({"params": params}, batch["input_ids"], deterministic=True, **model_kwargs(model, batch))
       return tuple(getattr(out, n).astype(jnp.float32) for n in out_names)
-    self._predict = jax.jit(predict, compiler_options=models.compiler_options(head_for(_task_name(data))))
+    self._predict = jax.jit(predict, compiler_options=models.compiler_options(head_for(_task_name(data)),
+                                                                              dtype=model.dtype))
 
   def outputs(self, params, eval_set: EvalSet) -> tuple:
     """Model outputs for every row of eval_set, in its order: ([n, C],) or ([n, L], [n, L])."""
@@ -556,7 +557,3 @@ def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] 
   print(json.dumps(metrics, indent=2))
   return metrics
 
-
-def _resolve_dtype(name):
-  from distilbert_jax import distill
-  return distill.resolve_dtype(name)
