@@ -55,6 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Your own data (task "custom"; also SQuAD JSON files): .tsv, .csv or .jsonl.
   config.data.train = ""
   config.data.eval = ""
+  # Task "custom": an unlabelled file to predict at the end (WORKDIR/predictions/test/custom.tsv).
+  config.data.test = ""
   config.data.text_columns = ("text",)
   config.data.label_column = "label"
   config.data.regression = False
@@ -63,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Hold out this fraction of train (seeded) for evaluation instead of the dev set (for SST-2 and
   # STS-B when their dev sets are not at hand).
   config.data.holdout_fraction = 0.0
+  # Also predict the GLUE task's unlabelled test split(s) at the end, in the GLUE server's
+  # submission format (WORKDIR/predictions/test/RTE.tsv).
+  config.data.predict_test = False
   config.data.holdout_seed = 0
   # A Hugging Face tokenizer directory; empty: model.path.
   config.data.tokenizer_dir = ""

@@ -61,12 +61,9 @@ class EvalSet:
 class TaskData:
   task: Any  # glue.Task, or the SQuAD task name
   train: Optional[dict]  # arrays as EvalSet.arrays (SQuAD: start_positions, end_positions)
-  evals: list  # [EvalSet]
+  evals: list  # [EvalSet]: scored, and the first one's main metric picks the best model
   label_names: Optional[tuple]  # None: regression or SQuAD
-
-  @property
-  def num_outputs(self) -> int:
-    return 2 if is_squad(self.task if isinstance(self.task, str) else "") else self.task.num_outputs
+  tests: list = dataclasses.field(default_factory=list)  # [EvalSet] without labels: predicted only
 
 
 def _glue_task(config) -> glue.Task:
@@ -119,9 +116,16 @@ def load_task_data(config, tokenizer, splits=("train", "eval")) -> TaskData:
   if d.holdout_fraction > 0:  # tasks without a dev set here (SST-2, STS-B): a seeded part of train
     train_examples, held_out = holdout(train_examples, d.holdout_fraction, d.holdout_seed)
     eval_examples = {"holdout": held_out} if "eval" in splits else {}
+  test_examples = {}
+  if "eval" in splits and config.task == "custom" and d.get("test"):  # the user's unlabelled file
+    test_examples = {"test": glue.read_table(d.test, tuple(d.text_columns), label_names=label_names)}
+  elif "eval" in splits and d.get("predict_test"):  # the GLUE task's test split(s)
+    test_examples = {s: read(s) for s in task.test_splits}
   train_arrays = glue.encode(train_examples, tokenizer, d.max_length) if "train" in splits else None
-  evals = [EvalSet(name, glue.encode(ex, tokenizer, d.max_length), ex) for name, ex in eval_examples.items()]
-  return TaskData(task, train_arrays, evals, task.label_names)
+  encode = lambda examples: {name: EvalSet(name, glue.encode(ex, tokenizer, d.max_length), ex)
+                             for name, ex in examples.items()}
+  return TaskData(task, train_arrays, list(encode(eval_examples).values()), task.label_names,
+                  list(encode(test_examples).values()))
 
 
 def holdout(examples: glue.Examples, fraction: float, seed: int) -> tuple[glue.Examples, glue.Examples]:
@@ -409,6 +413,13 @@ class Evaluator:
         glue.write_submission(out_dir / "predictions" / eval_set.name, self.data.task, eval_set.name,
                               eval_set.examples.ids, predictions[eval_set.name])
 
+  def write_test_predictions(self, params, out_dir: Path) -> list:
+    """The GLUE server's submission files (CoLA.tsv, MNLI-m.tsv, ...) for the unlabelled test
+    sets, in out_dir/predictions/test/. Returns their paths."""
+    return [glue.write_submission(out_dir / "predictions" / "test", self.data.task, test_set.name,
+                                  test_set.examples.ids, self.outputs(params, test_set)[0])
+            for test_set in self.data.tests]
+
 
 def _task_name(data: TaskData) -> str:
   return data.task if isinstance(data.task, str) else data.task.name
@@ -449,7 +460,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if d.source == "dir" or config.task == "custom":
       if not d.train:
         raise errors.ConfigError("data.train is empty: name the training file")
-      files = [f for f in (d.train, d.eval) if f]
+      files = [f for f in (d.train, d.eval, d.get("test", "")) if f]
   elif d.source == "dir":
     if not d.dir:
       raise errors.ConfigError("data.dir is empty: name the GLUE directory (GLUE_DIR/CoLA/train.tsv, ...)")
@@ -504,6 +515,7 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
       return {}
     metrics, predictions = evaluator.evaluate(params)
     evaluator.write(Path(workdir), metrics, predictions)
+    evaluator.write_test_predictions(params, Path(workdir))
     return {f"final_eval_{k}": v for k, v in metrics.items()}
 
   teacher_config = teacher.config if teacher is not None else None

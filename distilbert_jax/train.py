@@ -296,9 +296,9 @@ def make_mesh(config) -> sharding.Mesh:
   """The (data, fsdp, tensor) mesh of `config.mesh`, checked against the batch size."""
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   t, rows = config.train, mesh.shape["data"] * mesh.shape["fsdp"]
-  if (t.batch_size // t.grad_accum_steps) % rows:
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} / train.grad_accum_steps={t.grad_accum_steps} rows "
-                             f"per micro-batch do not split over the mesh's data x fsdp = {rows} devices")
+  if t.batch_size % rows:
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} does not split over the mesh's data x fsdp = {rows} "
+                             f"devices")
   logging.info("mesh: %s", dict(mesh.shape))
   return mesh
 

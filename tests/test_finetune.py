@@ -44,6 +44,7 @@ def sentiment(tmp_path_factory):
   (path / "train.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in rows * 2))
   dev = rows[::4] + rows[1::4][:5]
   (path / "dev.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in dev))
+  (path / "test.tsv").write_text("text\n" + "".join(f"{t}\n" for t, _ in dev[:7]))
   return path
 
 
@@ -75,6 +76,7 @@ def finetuned(tmp_path_factory, tiny_bert, sentiment):
   args = [sys.executable, "-m", "distilbert_jax.main", "finetune", "--config", str(ROOT / "configs/glue.py"),
           "--workdir", str(workdir), "--config.task=custom", f"--config.model.path={tiny_bert}",
           f"--config.data.train={sentiment / 'train.tsv'}", f"--config.data.eval={sentiment / 'dev.tsv'}",
+          f"--config.data.test={sentiment / 'test.tsv'}",
           "--config.data.max_length=16", "--config.data.bucket_lengths=(8, 16)", "--config.optim.learning_rate=1e-2",
           "--config.train.batch_size=8", "--config.train.num_steps=30", "--config.train.log_every=5",
           "--config.train.eval_every=15", "--config.train.checkpoint_every=10", "--config.eval.batch_size=4",
@@ -97,6 +99,9 @@ def test_finetune_command_learns_a_separable_task_and_writes_its_outputs(finetun
   predictions = (finetuned / "predictions" / "dev" / "custom.tsv").read_text().splitlines()
   assert predictions[0] == "index\tprediction" and len(predictions) == 11
   assert {line.split("\t")[1] for line in predictions[1:]} == {"pos", "neg"}
+  test = (finetuned / "predictions" / "test" / "custom.tsv").read_text().splitlines()
+  assert test[0] == "index\tprediction" and len(test) == 8
+  assert [line.split("\t")[1] for line in test[1:]] == [line.split("\t")[1] for line in predictions[1:8]]
 
 
 def test_finetuned_export_loads_in_transformers_without_warnings_and_gives_our_logits(finetuned, sentiment):

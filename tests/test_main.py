@@ -78,7 +78,7 @@ def test_config_problems_found_before_training_are_one_line_and_exit_2(tmp_path)
   result = cli("distill", "--config", TINY, "--workdir", str(tmp_path), "--config.train.grad_accum_steps=3")
   assert_one_line_error(result, "train.batch_size=16 must be a positive multiple of train.grad_accum_steps=3")
   result = cli("distill", "--config", TINY, "--workdir", str(tmp_path), "--config.mesh.data=3")
-  assert_one_line_error(result, "do not split over the mesh")
+  assert_one_line_error(result, "does not split over the mesh")
 
 
 def test_missing_required_flags_and_unknown_commands_exit_2():
