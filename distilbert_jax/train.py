@@ -368,7 +368,9 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
       log = step % t.log_every == 0 or is_last or signum is not None
       if log or save:
         values = normalise_metrics(jax.device_get(window))
-        if values["skipped_steps"] > 0:
+        if values["skipped_steps"] > 0:  # logged (the finite steps' means and the count), then stop
+          writer.write(step, {k: v for k, v in values.items() if k not in ("real_tokens", "padded_tokens")})
+          writer.close()
           checkpoints.wait()
           raise TrainingError(
               f"non-finite loss in {values['skipped_steps']:.0f} step(s) up to step {step}: their updates were "

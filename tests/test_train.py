@@ -272,7 +272,9 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
   with pytest.raises(train.TrainingError, match=r"non-finite loss in 1 step\(s\) up to step 2.*\(step 1\)"):
     train.train_and_evaluate(config, str(tmp_path))
   assert checkpoint_steps(tmp_path) == [1]
-  assert [m["step"] for m in read_metrics(tmp_path)] == [1]
+  metrics = read_metrics(tmp_path)
+  assert [m["step"] for m in metrics] == [1, 2]
+  assert metrics[1]["skipped_steps"] == 1 and "loss" not in metrics[1]  # no finite loss to average
 
 
 @pytest.mark.parametrize("field, value, message", [
