@@ -36,7 +36,7 @@ import optax
 from absl import logging
 
 from distilbert_jax import checkpoints as checkpoints_lib
-from distilbert_jax import convert, errors, flops, sharding
+from distilbert_jax import convert, errors, flops, models, sharding
 
 
 TrainingError = errors.TrainingError
@@ -342,8 +342,11 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
 
   # ----------------------------------------------------------------------------- step
   step_fn = make_train_step(job, tx, schedule, mesh, t.grad_accum_steps)
+  bfloat16 = any(m is not None and jnp.dtype(m.dtype) == jnp.bfloat16 for m in (job.model, job.frozen_model))
   train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, sharding.batch_sharding(mesh)),
-                       out_shardings=(state_shardings, None), donate_argnums=(0,))
+                       out_shardings=(state_shardings, None), donate_argnums=(0,),
+                       compiler_options=models.compiler_options(
+                           "masked_lm", dtype=jnp.bfloat16 if bfloat16 else jnp.float32))
 
   # ----------------------------------------------------------------------------- loop
   writer = MetricsWriter(workdir, start_step, is_main)

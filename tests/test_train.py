@@ -338,3 +338,14 @@ def test_a_checkpoint_of_another_model_is_an_error_and_is_left_in_place(tmp_path
   with pytest.raises(train.TrainingError, match="holds another model than this config builds"):
     train.train_and_evaluate(other, str(tmp_path))
   assert checkpoint_steps(tmp_path) == [3, 6] and not (tmp_path / "unreadable_checkpoints").exists()
+
+
+def test_a_bfloat16_teacher_and_student_train_on_cpu_close_to_float32(tmp_path, tiny_config):
+  results = {}
+  for dtype in ("float32", "bfloat16"):
+    config = tiny_config(**{"train.num_steps": 2, "train.checkpoint_every": 100})
+    config.teacher.dtype = config.student.dtype = dtype
+    train.train_and_evaluate(config, str(tmp_path / dtype))
+    results[dtype] = read_metrics(tmp_path / dtype)
+  for key in ("loss_mlm", "loss_cos", "loss_hidden"):  # bfloat16 products, float32 accumulation
+    np.testing.assert_allclose(results["bfloat16"][0][key], results["float32"][0][key], rtol=2e-2, err_msg=key)

@@ -65,11 +65,16 @@ def compiler_options(head: str = "base", backend: str | None = None, dtype: Any 
   step, not an encoder-only program, showed no difference beyond noise either way.
   GPU and TPU: XLA's defaults.
   """
-  if (backend or jax.default_backend()) != "cpu" or head in ("masked_lm", "pretraining"):
+  if (backend or jax.default_backend()) != "cpu":
     return {}
+  with_vocabulary = head in ("masked_lm", "pretraining")
   if jnp.dtype(dtype) == jnp.bfloat16:
-    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-  return {"xla_cpu_experimental_ynn_fusion_type": ""}
+    # With XLA's defaults, the attention's batched backward products stay outside YNNPACK in
+    # bfloat16 and XLA:CPU's fallback kernel stops with "UNIMPLEMENTED: Unsupported element type
+    # for DotThunk::Execute: BF16 x BF16 = F32"; YNNPACK fusing every matrix product runs them.
+    return {"xla_cpu_experimental_ynn_fusion_type":
+            "LIBRARY_FUSION_TYPE_DOT" if with_vocabulary else "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+  return {} if with_vocabulary else {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 # The CPU flags of native bfloat16 dot products (AVX-512 BF16: Cooper Lake, Zen 4 and later;
