@@ -221,8 +221,10 @@ def student_teacher_bf16(rows: list[dict]) -> list[dict]:
 
 
 # ===================================================================================== distillation step
-TRAINING_ORDER = ("ours/f32", "torch/f32", "ours/bf16", "torch/autocast")
-TRAINING_BASELINES = {"ours/f32": "torch/f32", "ours/bf16": "torch/autocast"}
+TRAINING_ORDER = ("ours/f32", "torch/f32", "ours/bf16", "torch/autocast", "ours/bf16_teacher")
+# ours/bf16_teacher: only the teacher in bfloat16, the student in float32 (config fields too); it
+# shows how much of the bfloat16 gain the student's bfloat16 backward keeps or loses on CPU.
+TRAINING_BASELINES = {"ours/f32": "torch/f32", "ours/bf16": "torch/autocast", "ours/bf16_teacher": "torch/autocast"}
 LOSS_KEYS = ("loss", "loss_ce", "loss_mlm", "loss_cos")
 
 
@@ -232,6 +234,11 @@ LOSS_KEYS = ("loss", "loss_ce", "loss_mlm", "loss_cos")
 # unconverted for YNNPACK, but YNNPACK does not take the attention's backward products, which then
 # reach a kernel without bfloat16. With YNNPACK fusing only matrix products, the step runs.
 BF16_STEP_FALLBACK_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+def reference_name(name: str) -> str:
+  """The float32 step of the same framework, whose first-step losses a bfloat16 step's are held to."""
+  return name.split("/")[0] + "/f32"
 
 
 def _first_losses(step) -> dict:
@@ -262,7 +269,7 @@ def bf16_training_section(batch: int, length: int, reps: int, torch_bf16: bool, 
   """The library's distillation step in float32 and in bfloat16 (teacher in bfloat16 with
   bfloat16 parameters; student computing in bfloat16 on float32 master weights), against the
   original trainer's PyTorch step in float32 and under torch.autocast(bfloat16), on the same
-  weights."""
+  weights; beside them our step with only the teacher in bfloat16."""
   import torch
   from distilbert_jax import convert, models
 
@@ -289,6 +296,10 @@ def bf16_training_section(batch: int, length: int, reps: int, torch_bf16: bool, 
   first["ours/f32"] = _first_losses(ours32)
   steps["ours/bf16"], compile_s["ours/bf16"], first["ours/bf16"], options16, fallback_reason = _bf16_step(
       config16, (model16, teacher32[1], teacher32[2]))
+  config_teacher16 = distillation_config(batch, length, **{**overrides, "teacher.dtype": "bfloat16"})
+  steps["ours/bf16_teacher"] = JaxDistillation(config_teacher16, (model16, teacher32[1], teacher32[2]))
+  compile_s["ours/bf16_teacher"] = steps["ours/bf16_teacher"].compile()
+  first["ours/bf16_teacher"] = _first_losses(steps["ours/bf16_teacher"])
   for name in ("torch/f32", "torch/autocast"):
     if name in steps:
       torch.manual_seed(1)
@@ -304,10 +315,10 @@ def bf16_training_section(batch: int, length: int, reps: int, torch_bf16: bool, 
     base = TRAINING_BASELINES.get(name)
     if base in times:
       row["vs_torch"], row["torch_baseline"] = median(times[base]) / step_s, base
-    if name in ("ours/bf16", "ours/f32") and "torch/f32" in times:
+    if name.startswith("ours/") and "torch/f32" in times:
       row["vs_torch_f32"] = median(times["torch/f32"]) / step_s
-    reference = first[name.split("/")[0] + "/f32"]
-    if name.endswith(("bf16", "autocast")):
+    reference = first[reference_name(name)]
+    if name != reference_name(name):
       row["loss_rel_diff"] = max(abs(first[name][k] - reference[k]) / abs(reference[k]) for k in LOSS_KEYS)
     rows.append(row)
   print("  bf16 training: " + ", ".join(f"{r['name']} {r['step_s']:.2f}s" for r in rows), flush=True)

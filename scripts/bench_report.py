@@ -219,7 +219,8 @@ def format_bf16(results: dict) -> list[str]:
     lines += ["", f"### 7. Distillation step, bfloat16 and float32, batch {t['batch']} x {t['length']} (BERT-base "
               "teacher, DistilBERT-base student)", "",
               "ours/bf16: teacher in bfloat16 with bfloat16 parameters, student computing in bfloat16 on float32 "
-              "master weights (`teacher.dtype` and `student.dtype` = \"bfloat16\"). torch/autocast: the float32 "
+              "master weights (`teacher.dtype` and `student.dtype` = \"bfloat16\"). ours/bf16_teacher: only the teacher "
+              "in bfloat16 (`teacher.dtype` = \"bfloat16\", the student in float32). torch/autocast: the float32 "
               "PyTorch step with its forwards and losses under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`.",
               "", "| step | ms | tokens/s | vs PyTorch, same precision | vs PyTorch f32 | first-step loss rel. diff "
               "from f32 | compile s | load |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
