@@ -154,7 +154,7 @@ def _ratio(row: dict, key: str, bold: bool = True) -> str:
 def format_bf16(results: dict) -> list[str]:
   """Sections 6 and 7 (`--bf16`): the processor, inference and the distillation step in
   bfloat16 against PyTorch, and the bfloat16 targets."""
-  if not (results.get("bf16_inference") or results.get("bf16_training")):
+  if not (results.get("bf16_inference") or results.get("bf16_training") or results.get("bf16_matmuls")):
     return []
   cpu, probe = results["processor"], results["torch_bf16_probe"]
   yes = lambda flag: "yes" if cpu["flags"].get(flag) else "no"
@@ -214,6 +214,15 @@ def format_bf16(results: dict) -> list[str]:
     for p in pairs:
       lines.append(f"| {p['head']} | {p['batch']}x{p['length']} | **{p['f32']:.2f}x** | **{p['bf16']:.2f}x** | "
                    f"{p['torch_f32']:.2f}x | {p['param_ratio']:.2f} |")
+  products = results.get("bf16_matmuls") or []
+  if products:
+    lines += ["", "#### 6e. Matrix products alone (1,024 tokens), float32 and bfloat16 (float32 accumulation)", "",
+              "| matrix product | dtype | ours ms | PyTorch ms | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch speed |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for r in products:
+      theirs = (f"{r['torch_s'] * 1e3:.1f} | {r['ours_gflops']:.0f} | {r['torch_gflops']:.0f} | "
+                f"{r['torch_s'] / r['ours_s']:.2f}x") if "torch_s" in r else f"- | {r['ours_gflops']:.0f} | - | -"
+      lines.append(f"| {r['shape']} | {r['dtype']} | {r['ours_s'] * 1e3:.1f} | {theirs} |")
   t = results.get("bf16_training")
   if t:
     lines += ["", f"### 7. Distillation step, bfloat16 and float32, batch {t['batch']} x {t['length']} (BERT-base "

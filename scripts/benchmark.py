@@ -45,7 +45,8 @@ Sections (one module each, beside this file):
      float32 only).
   7. bfloat16 distillation step (bench_bf16.py): the library's step with a bfloat16 teacher
      (bfloat16 parameters) and a bfloat16 student (float32 master weights) against the PyTorch
-     step under torch.autocast, both float32 steps beside them; then the bfloat16 targets.
+     step under torch.autocast, both float32 steps beside them; then the bfloat16 targets, and
+     each framework's matrix products alone in float32 and bfloat16 (bench_roofline.py).
 Levers (bench_levers.py) and the report's formatting (bench_report.py) have modules too.
 
 Measured tables, each with the machine's load while it ran: BENCHMARKS.md.
@@ -70,10 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--reps", type=int, default=3, help="timed runs per figure (after one warm-up)")
   parser.add_argument("--sections", default="inference,training,memory,roofline,accelerator",
                       help="comma-separated subset of inference,training,memory,roofline,accelerator,"
-                           "bf16_inference,bf16_training")
+                           "bf16_inference,bf16_training,bf16_matmuls")
   parser.add_argument("--bf16", action="store_true",
-                      help="the bfloat16 run: --sections bf16_inference,bf16_training,accelerator (about 12 "
-                           "minutes on 2 cores; with --quick 8x128 only and no 8x512 rows)")
+                      help="the bfloat16 run: --sections bf16_inference,bf16_training,bf16_matmuls,accelerator "
+                           "(about 15 minutes on 2 cores; with --quick 8x128 only and no 8x512 rows)")
   parser.add_argument("--levers", action="store_true", help="also time the compile levers")
   parser.add_argument("--xla-flag-sweep", action="store_true", help="also time XLA CPU flags (subprocesses)")
   parser.add_argument("--force-accelerator-section", action="store_true",
@@ -130,12 +131,13 @@ def main(argv=None):
   from bench_inference import inference_section, student_teacher_rows
   from bench_levers import levers_section, xla_flag_sweep
   from bench_report import format_report
-  from bench_roofline import roofline_section
+  from bench_roofline import matmul_rates, roofline_section
   from bench_training import measure_memory, training_section
 
   torch.set_num_threads(cpu_threads())  # XLA's CPU client runs one thread per available core
   start = time.perf_counter()
-  sections = {"bf16_inference", "bf16_training", "accelerator"} if args.bf16 else set(args.sections.split(","))
+  bf16_sections = {"bf16_inference", "bf16_training", "bf16_matmuls"}
+  sections = bf16_sections | {"accelerator"} if args.bf16 else set(args.sections.split(","))
   results = {"environment": environment(), "reps": args.reps, "argv": sys.argv[1:]}
   print(f"benchmark: {results['environment']['cpu']}, {cpu_threads()} cores, torch threads "
         f"{torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}", flush=True)
@@ -151,7 +153,7 @@ def main(argv=None):
                                            overrides=overrides)
   if "memory" in sections and not args.quick:
     results["memory"] = measure_memory(("jax", "torch"), args.train_batch, args.train_length, overrides)
-  if sections & {"bf16_inference", "bf16_training"}:
+  if sections & bf16_sections:
     results["processor"] = processor_info()
     results["torch_bf16_probe"] = probe = torch_bf16_probe()
     print(f"  processor: {results['processor']}; PyTorch bfloat16: {probe}", flush=True)
@@ -163,6 +165,9 @@ def main(argv=None):
   if "bf16_training" in sections:
     results["bf16_training"] = bf16_training_section(args.train_batch, args.train_length, args.reps, probe["ok"],
                                                      overrides)
+  if "bf16_matmuls" in sections:
+    results["bf16_matmuls"] = [row for dtype in ("float32", "bfloat16")
+                               for row in matmul_rates(args.reps, dtype, torch_too=dtype == "float32" or probe["ok"])]
   if sections & {"bf16_inference", "bf16_training"}:
     results["bf16_targets"] = bf16_targets(results)
   if "accelerator" in sections:
