@@ -22,7 +22,8 @@ def format_report(results: dict) -> str:
            f"{'-' if steal_percent(env) is None else f'{steal_percent(env):.1f}%'}; "
            f"{results['reps']} timed runs per figure after 1 warm-up (median); wall time "
            f"{results['wall_s'] / 60:.1f} min.", ""]
-  loads = [r["load_average"] for r in results.get("inference", []) + (results.get("training") or {}).get("rows", [])]
+  loads = [r["load_average"] for r in results.get("inference", []) + (results.get("training") or {}).get("rows", [])
+           + results.get("bf16_inference", []) + (results.get("bf16_training") or {}).get("rows", [])]
   loads += [env["load_average_start"][0], env["load_average_end"][0]]
   if max(loads) > 1.5 + 0.25 * env["cores"]:  # our own run accounts for about one
     lines += [f"**Warning: the machine was shared (1-minute load average up to {max(loads):.1f} on {env['cores']} "
@@ -82,6 +83,7 @@ def format_report(results: dict) -> str:
                  f"{a['temp_bytes'] / 2**30:.2f} GiB, outputs {a['output_bytes'] / 2**30:.2f} GiB "
                  f"({a['alias_bytes'] / 2**30:.2f} GiB aliased to donated inputs)")
       lines.append(text + ".")
+  lines += format_bf16(results)
   acc = results.get("accelerator") or {}
   if acc:
     lines += ["", "### 4. Accelerator (bfloat16)", ""]
@@ -132,3 +134,127 @@ def format_report(results: dict) -> str:
       lines.append(f"| `{r['flags']}` | " + " | ".join(cells) + f" | {r['load_average']:.1f} |")
   return "\n".join(lines)
 
+
+
+def _rel(row: dict, name: str) -> str:
+  value = row["rel_diff"].get(name)
+  return "-" if value is None else f"{value:.1e}"
+
+
+def _ms_or_dash(row: dict, name: str) -> str:
+  return ms(row["times_s"][name]) if name in row["times_s"] else "-"
+
+
+def _ratio(row: dict, key: str, bold: bool = True) -> str:
+  if key not in row:
+    return "-"
+  return f"**{row[key]:.2f}x**" if bold else f"{row[key]:.2f}x"
+
+
+def format_bf16(results: dict) -> list[str]:
+  """Sections 6 and 7 (`--bf16`): the processor, inference and the distillation step in
+  bfloat16 against PyTorch, and the bfloat16 targets."""
+  if not (results.get("bf16_inference") or results.get("bf16_training") or results.get("bf16_matmuls")):
+    return []
+  cpu, probe = results["processor"], results["torch_bf16_probe"]
+  yes = lambda flag: "yes" if cpu["flags"].get(flag) else "no"
+  lines = ["", "### 6. bfloat16 on CPU", "",
+           f"Processor: {cpu['name']} (vendor {cpu['vendor']}, family {cpu['family']}, model {cpu['model']}), "
+           f"{cpu['cores']} cores; avx512_bf16: **{yes('avx512_bf16')}**, amx_bf16: **{yes('amx_bf16')}** "
+           f"(avx512f: {yes('avx512f')}, avx512_vnni: {yes('avx512_vnni')}); models.cpu_has_native_bfloat16(): "
+           f"{cpu['native_bfloat16']}, so dtype 'auto' is {cpu['auto_dtype']}."]
+  if probe.get("ok"):
+    lines.append(f"PyTorch bfloat16: runs here (a child process ran a bfloat16 matmul, bfloat16 weights and "
+                 f"attention, and an autocast forward and backward; CPU capability {probe['cpu_capability']}, "
+                 f"oneDNN bfloat16 {'supported' if probe['mkldnn_bf16'] else 'not supported'}).")
+  else:
+    lines.append(f"**PyTorch bfloat16 does not run here: {probe.get('reason')}. Ours is held against PyTorch "
+                 "float32 only; the PyTorch bfloat16 columns are empty.**")
+  lines += ["", "Ours bf16 = bfloat16 parameters and compute (products accumulated in float32); PyTorch bf16 = "
+            "`model.to(torch.bfloat16)`. Ratios are speed-ups (PyTorch time / our time; > 1: ours is faster). "
+            "Relative difference = max|output - our float32 output| / max|our float32 output| (hidden states "
+            "for the base head, logits for the MLM head)."]
+  rows = results.get("bf16_inference") or []
+  short = [r for r in rows if r["dtype"] == "bfloat16"]
+  long_rows = [r for r in rows if r["dtype"] == "float32"]
+  if short:
+    lines += ["", "#### 6a. Inference: speed and accuracy", "",
+              "| model | head | batch x length | ours bf16 ms | PyTorch bf16 ms | bf16 vs PyTorch bf16 | "
+              "bf16 vs PyTorch f32 | f32 vs PyTorch f32 | rel. diff ours bf16 | rel. diff PyTorch bf16 | load |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in short:
+      lines.append(f"| {r['arch']} | {r['head']} | {r['batch']}x{r['length']} | {_ms_or_dash(r, 'ours/bf16_params')} | "
+                   f"{_ms_or_dash(r, 'torch/bf16_weights')} | {_ratio(r, 'bf16_vs_torch_bf16')} | "
+                   f"{_ratio(r, 'bf16_vs_torch_f32')} | {_ratio(r, 'f32_vs_torch_f32')} | "
+                   f"{_rel(r, 'ours/bf16_params')} | {_rel(r, 'torch/bf16_weights')} | {r['load_average']:.1f} |")
+    lines += ["", "#### 6b. Every contender: median ms (relative difference from our float32 output)", "",
+              "| model | head | batch x length | ours f32 | ours bf16, f32 params | ours bf16, bf16 params | "
+              "PyTorch f32 | PyTorch bf16 weights | PyTorch autocast | ours bf16 (f32 params) vs autocast | "
+              "ours f32 vs PyTorch f32, max abs diff |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in short:
+      cell = lambda n: "-" if n not in r["times_s"] else (
+          ms(r["times_s"][n]) + ("" if n == "ours/f32" else f" ({_rel(r, n)})"))
+      lines.append(f"| {r['arch']} | {r['head']} | {r['batch']}x{r['length']} | " + " | ".join(
+          cell(n) for n in ("ours/f32", "ours/bf16", "ours/bf16_params", "torch/f32", "torch/bf16_weights",
+                            "torch/autocast")) + f" | {_ratio(r, 'bf16_vs_torch_autocast', False)} | "
+                   f"{r['rel_diff']['torch/f32_max_abs_diff']:.1e} |")
+  if long_rows:
+    lines += ["", "#### 6c. Inference, float32, long sequences: our blocked attention", "",
+              "| model | head | batch x length | ours (blocked attention) ms | PyTorch ms | f32 vs PyTorch f32 | "
+              "ours f32 vs PyTorch f32, max abs diff | load |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in long_rows:
+      lines.append(f"| {r['arch']} | {r['head']} | {r['batch']}x{r['length']} | {ms(r['times_s']['ours/f32_blocked'])} "
+                   f"| {ms(r['times_s']['torch/f32'])} | {_ratio(r, 'f32_vs_torch_f32')} | "
+                   f"{r['rel_diff']['torch/f32_max_abs_diff']:.1e} | {r['load_average']:.1f} |")
+  pairs = results.get("bf16_student_teacher") or []
+  if pairs:
+    lines += ["", "#### 6d. Student vs teacher (ours): DistilBERT-base vs BERT-base throughput", "",
+              "| head | batch x length | ours f32 | ours bf16 | (PyTorch f32) | param ratio |",
+              "|---|---|---:|---:|---:|---:|"]
+    for p in pairs:
+      lines.append(f"| {p['head']} | {p['batch']}x{p['length']} | **{p['f32']:.2f}x** | **{p['bf16']:.2f}x** | "
+                   f"{p['torch_f32']:.2f}x | {p['param_ratio']:.2f} |")
+  products = results.get("bf16_matmuls") or []
+  if products:
+    lines += ["", "#### 6e. Matrix products alone (1,024 tokens), float32 and bfloat16 (float32 accumulation)", "",
+              "| matrix product | dtype | ours ms | PyTorch ms | ours GFLOP/s | PyTorch GFLOP/s | ours / PyTorch speed |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for r in products:
+      theirs = (f"{r['torch_s'] * 1e3:.1f} | {r['ours_gflops']:.0f} | {r['torch_gflops']:.0f} | "
+                f"{r['torch_s'] / r['ours_s']:.2f}x") if "torch_s" in r else f"- | {r['ours_gflops']:.0f} | - | -"
+      lines.append(f"| {r['shape']} | {r['dtype']} | {r['ours_s'] * 1e3:.1f} | {theirs} |")
+  t = results.get("bf16_training")
+  if t:
+    lines += ["", f"### 7. Distillation step, bfloat16 and float32, batch {t['batch']} x {t['length']} (BERT-base "
+              "teacher, DistilBERT-base student)", "",
+              "ours/bf16: teacher in bfloat16 with bfloat16 parameters, student computing in bfloat16 on float32 "
+              "master weights (`teacher.dtype` and `student.dtype` = \"bfloat16\"). ours/bf16_teacher: only the teacher "
+              "in bfloat16 (`teacher.dtype` = \"bfloat16\", the student in float32). torch/autocast: the float32 "
+              "PyTorch step with its forwards and losses under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`.",
+              "", "| step | ms | tokens/s | vs PyTorch, same precision | vs PyTorch f32 | first-step loss rel. diff "
+              "from f32 | compile s | load |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in t["rows"]:
+      same = f"**{r['vs_torch']:.2f}x** vs {r['torch_baseline']}" if "vs_torch" in r else "-"
+      vs_f32 = f"**{r['vs_torch_f32']:.2f}x**" if "vs_torch_f32" in r else "-"
+      loss = f"{r['loss_rel_diff']:.1e}" if "loss_rel_diff" in r else "-"
+      compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") else "-"
+      lines.append(f"| {r['name']} | {ms(r['step_s'])} | {r['tokens_per_s']:,.0f} | {same} | {vs_f32} | {loss} | "
+                   f"{compile_s} | {r['load_average']:.1f} |")
+    if t.get("library_options_failure"):
+      lines += ["", f"**The bfloat16 step did not run with the library's compiler options "
+                f"(`models.compiler_options(\"masked_lm\", dtype=bfloat16)` = {{}}, XLA's defaults): "
+                f"{t['library_options_failure']}.** The row ours/bf16 ran with `{t['bf16_compiler_options']}` "
+                "(YNNPACK fusing matrix products only)."]
+    lines += ["", "Same weights (float32): " + ", ".join(f"{k} {v:.1e}" for k, v in t["checks"].items()) + ".",
+              "First-step losses (ours share one masking draw, PyTorch's two another): " + "; ".join(
+                  f"{r['name']} " + " ".join(f"{k}={v:.4f}" for k, v in r["first_step_losses"].items())
+                  for r in t["rows"]) + "."]
+  targets = results.get("bf16_targets") or []
+  if targets:
+    lines += ["", "#### bfloat16 targets (CPU with bfloat16 dot products)", "", "| target | measured | met? |",
+              "|---|---|---|"]
+    for g in targets:
+      met = "not measured" if g["met"] is None else (
+          f"**{'yes' if g['met'] else 'no'}** (lowest {g['worst']:.2f}x)")
+      lines.append(f"| {g['target']} | {g['measured']} | {met} |")
+  return lines

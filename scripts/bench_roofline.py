@@ -15,27 +15,50 @@ ROOFLINE_MATMULS = ((1024, 768, 768), (1024, 768, 3072), (1024, 3072, 768), (102
 FORWARD_TARGET, STEP_TARGET = 1.5, 1.6
 
 
-def roofline_section(reps: int, results: dict) -> dict:
+def matmul_rates(reps: int, dtype: str = "float32", torch_too: bool = True) -> list[dict]:
+  """Each framework's matrix products at the models' shapes (1,024 tokens), alone. float32:
+  jnp.dot with XLA's default options against torch.matmul. bfloat16: the models' own product
+  (layers.einsum: bfloat16 operands, float32 accumulation, a bfloat16 result) with the options
+  the models compile with (models.compiler_options("base", dtype=bfloat16)), against torch.matmul
+  of bfloat16 tensors; without `torch_too` (PyTorch's bfloat16 fails here) ours alone."""
   import jax
   import jax.numpy as jnp
   import torch
-  from distilbert_jax import flops
+  from distilbert_jax import models
+  from distilbert_jax.models import layers
 
-  matmuls = []
-  product = jax.jit(jnp.dot)
+  if dtype == "float32":
+    product = jax.jit(jnp.dot)
+  else:
+    product = jax.jit(lambda a, b: layers.einsum("mk,kn->mn", a, b),
+                      compiler_options=models.compiler_options("base", dtype=jnp.bfloat16))
+  out = []
   for m, k, n in ROOFLINE_MATMULS:
     rs = np.random.RandomState(0)
     a, b = rs.randn(m, k).astype(np.float32), rs.randn(k, n).astype(np.float32)
-    ja, jb = jax.device_put(a), jax.device_put(b)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ja, jb = jax.device_put(jnp.asarray(a, dtype)), jax.device_put(jnp.asarray(b, dtype))
+    ta, tb = torch.from_numpy(a).to(getattr(torch, dtype)), torch.from_numpy(b).to(getattr(torch, dtype))
 
     def theirs(ta=ta, tb=tb):
       with torch.inference_mode():
         return ta @ tb
-    times = time_side_by_side({"ours": lambda: jax.block_until_ready(product(ja, jb)), "torch": theirs}, reps)
+    contenders = {"ours": lambda ja=ja, jb=jb: jax.block_until_ready(product(ja, jb))}
+    if torch_too:
+      contenders["torch"] = theirs
+    times = time_side_by_side(contenders, reps)
     flop = 2.0 * m * k * n
-    matmuls.append(dict(shape=f"[{m},{k}] x [{k},{n}]", ours_s=median(times["ours"]), torch_s=median(times["torch"]),
-                        ours_gflops=flop / median(times["ours"]) / 1e9, torch_gflops=flop / median(times["torch"]) / 1e9))
+    row = dict(shape=f"[{m},{k}] x [{k},{n}]", dtype=dtype, ours_s=median(times["ours"]),
+               ours_gflops=flop / median(times["ours"]) / 1e9)
+    if torch_too:
+      row.update(torch_s=median(times["torch"]), torch_gflops=flop / median(times["torch"]) / 1e9)
+    out.append(row)
+  return out
+
+
+def roofline_section(reps: int, results: dict) -> dict:
+  from distilbert_jax import flops
+
+  matmuls = matmul_rates(reps)
   best = max(max(r["ours_gflops"], r["torch_gflops"]) for r in matmuls)
 
   workloads = []

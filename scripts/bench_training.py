@@ -31,11 +31,11 @@ def teacher_from_state_dict(config, state_dict: dict):
   `config.teacher`, from a transformers BertForMaskedLM state dict in memory instead of a
   directory."""
   import jax
-  from distilbert_jax import convert, distill, models
+  from distilbert_jax import convert, models
   t = config.teacher
   model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), scan_layers=t.scan_layers,
                                      remat_policy=t.remat_policy, attention_impl=t.attention_impl)
-  model = models.get_model(model_config, t.head, dtype=distill.resolve_dtype(t.dtype))
+  model = models.get_model(model_config, t.head, dtype=models.resolve_dtype(t.dtype))
   # On the device once, so that the variants built from it share one copy.
   params = jax.device_put(convert.state_dict_to_params(state_dict, model_config, t.head))
   return model, params, model_config
@@ -103,10 +103,12 @@ class TorchDistillation:
   released model: MLM masking on the host, student forward, teacher forward under no_grad,
   5.0 loss_ce (KLDiv batchmean x T^2 over real tokens, or masked ones with
   restrict_ce_to_mask) + 2.0 loss_mlm + 1.0 loss_cos, backward, clip_grad_norm 5, AdamW,
-  linear schedule."""
+  linear schedule. With `autocast`, the forwards and losses run under
+  torch.autocast("cpu", dtype=torch.bfloat16), as mixed-precision training does in PyTorch: float32
+  weights, bfloat16 products; backward and optimizer outside it."""
 
   def __init__(self, batch: int, length: int, teacher_state_dict=None, student_state_dict=None,
-               student_hf_config=None, restrict_ce_to_mask: bool = False, seed: int = 0):
+               student_hf_config=None, restrict_ce_to_mask: bool = False, seed: int = 0, autocast: bool = False):
     import torch
     import transformers
     torch.manual_seed(seed)
@@ -121,6 +123,7 @@ class TorchDistillation:
         tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "vocab_projector.weight"}
         assert not unexpected and set(missing) <= tied, (missing, unexpected)
     self.restrict_ce_to_mask = restrict_ce_to_mask
+    self.autocast = autocast
     self.temperature, self.alpha_ce, self.alpha_mlm, self.alpha_cos = 2.0, 5.0, 2.0, 1.0
     self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6,
                                        weight_decay=0.0)
@@ -160,8 +163,20 @@ class TorchDistillation:
 
   def run(self):
     import torch
-    import torch.nn.functional as F
     input_ids, attention_mask, lm_labels = self.prepare_batch_mlm()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+      loss, metrics = self.forward_and_losses(input_ids, attention_mask, lm_labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(self.student.parameters(), 5.0)
+    self.optimizer.step()
+    self.optimizer.zero_grad()
+    self.scheduler.step()
+    return metrics
+
+  def forward_and_losses(self, input_ids, attention_mask, lm_labels):
+    """(total loss, {name: float}) of `Distiller.step`: the forwards and the three losses."""
+    import torch
+    import torch.nn.functional as F
     s_out = self.student(input_ids=input_ids, attention_mask=attention_mask)
     s_logits, s_hidden_states = s_out["logits"], s_out["hidden_states"]
     with torch.no_grad():
@@ -186,12 +201,8 @@ class TorchDistillation:
     target = s_hidden_slct.new(s_hidden_slct.size(0)).fill_(1)
     loss_cos = self.cosine_loss_fct(s_hidden_slct, t_hidden_slct, target)
     loss = loss + self.alpha_cos * loss_cos
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(self.student.parameters(), 5.0)
-    self.optimizer.step()
-    self.optimizer.zero_grad()
-    self.scheduler.step()
-    return {"loss": loss.item(), "loss_ce": loss_ce.item(), "loss_mlm": loss_mlm.item(), "loss_cos": loss_cos.item()}
+    return loss, {"loss": loss.item(), "loss_ce": loss_ce.item(), "loss_mlm": loss_mlm.item(),
+                  "loss_cos": loss_cos.item()}
 
   def losses(self, metrics) -> dict:
     return metrics

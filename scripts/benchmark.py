@@ -4,6 +4,7 @@
   python scripts/benchmark.py --quick            # 8x128 only, a few minutes
   python scripts/benchmark.py --full             # every model, head and shape (about 20 minutes)
   python scripts/benchmark.py --malloc tcmalloc  # both frameworks on tcmalloc (BENCHMARKS.md)
+  python scripts/benchmark.py --bf16             # bfloat16 on CPU against PyTorch (about 12 minutes)
   python scripts/benchmark.py --levers           # compile levers, side by side (about 6 minutes)
   python scripts/benchmark.py --xla-flag-sweep   # XLA CPU flags, one process per setting
   python scripts/benchmark.py --out FILE         # where the JSON results go (default BENCH.json)
@@ -34,6 +35,18 @@ Sections (one module each, beside this file):
      skipped without a GPU/TPU.
   5. CPU roofline (bench_roofline.py): each framework's float32 matrix products alone
      (GFLOP/s), the model FLOP rate each reaches end to end, and the rate a target would need.
+  6. bfloat16 (bench_bf16.py, `--bf16`, which runs sections 6, 7 and 4): inference in float32 and
+     bfloat16 (bfloat16 compute with float32 parameters, and bfloat16 parameters) against
+     PyTorch in float32, with bfloat16 weights (model.to(torch.bfloat16)) and under
+     torch.autocast; DistilBERT-base and BERT-base, base and MLM heads, 8x128 and 32x128, and
+     float32 at 8x512 with our blocked attention; each bfloat16 output's relative difference
+     from our float32 output. The processor, its bfloat16 instructions, and a child process
+     that checks PyTorch's bfloat16 kernels run here at all (else ours is held against PyTorch
+     float32 only).
+  7. bfloat16 distillation step (bench_bf16.py): the library's step with a bfloat16 teacher
+     (bfloat16 parameters) and a bfloat16 student (float32 master weights) against the PyTorch
+     step under torch.autocast, both float32 steps beside them; then the bfloat16 targets, and
+     each framework's matrix products alone in float32 and bfloat16 (bench_roofline.py).
 Levers (bench_levers.py) and the report's formatting (bench_report.py) have modules too.
 
 Measured tables, each with the machine's load while it ran: BENCHMARKS.md.
@@ -57,7 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--out", default="BENCH.json", help="where the JSON goes ('' for nowhere)")
   parser.add_argument("--reps", type=int, default=3, help="timed runs per figure (after one warm-up)")
   parser.add_argument("--sections", default="inference,training,memory,roofline,accelerator",
-                      help="comma-separated subset of inference,training,memory,roofline,accelerator")
+                      help="comma-separated subset of inference,training,memory,roofline,accelerator,"
+                           "bf16_inference,bf16_training,bf16_matmuls")
+  parser.add_argument("--bf16", action="store_true",
+                      help="the bfloat16 run: --sections bf16_inference,bf16_training,bf16_matmuls,accelerator "
+                           "(about 15 minutes on 2 cores; with --quick 8x128 only and no 8x512 rows)")
   parser.add_argument("--levers", action="store_true", help="also time the compile levers")
   parser.add_argument("--xla-flag-sweep", action="store_true", help="also time XLA CPU flags (subprocesses)")
   parser.add_argument("--force-accelerator-section", action="store_true",
@@ -73,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--overrides", default="{}", help="JSON {section.field: value} for the distillation config")
   parser.add_argument("--memory-probe", choices=("jax", "torch"), help=argparse.SUPPRESS)
   parser.add_argument("--flag-probe", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--torch-bf16-probe", action="store_true", help=argparse.SUPPRESS)
   return parser.parse_args(argv)
 
 
@@ -101,18 +119,25 @@ def main(argv=None):
     from bench_levers import flag_probe
     print("FLAGPROBE " + json.dumps(flag_probe(args.reps)))
     return
+  if args.torch_bf16_probe:  # a child process of bench_bf16.torch_bf16_probe
+    from bench_bf16 import torch_bf16_probe_child
+    print("TORCHBF16 " + json.dumps(torch_bf16_probe_child()))
+    return
 
   import torch
   from bench_accelerator import accelerator_section
+  from bench_bf16 import (BF16_SHAPES, LONG_SHAPES, bf16_inference_section, bf16_targets, bf16_training_section,
+                          processor_info, student_teacher_bf16, torch_bf16_probe)
   from bench_inference import inference_section, student_teacher_rows
   from bench_levers import levers_section, xla_flag_sweep
   from bench_report import format_report
-  from bench_roofline import roofline_section
+  from bench_roofline import matmul_rates, roofline_section
   from bench_training import measure_memory, training_section
 
   torch.set_num_threads(cpu_threads())  # XLA's CPU client runs one thread per available core
   start = time.perf_counter()
-  sections = set(args.sections.split(","))
+  bf16_sections = {"bf16_inference", "bf16_training", "bf16_matmuls"}
+  sections = bf16_sections | {"accelerator"} if args.bf16 else set(args.sections.split(","))
   results = {"environment": environment(), "reps": args.reps, "argv": sys.argv[1:]}
   print(f"benchmark: {results['environment']['cpu']}, {cpu_threads()} cores, torch threads "
         f"{torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}", flush=True)
@@ -128,6 +153,23 @@ def main(argv=None):
                                            overrides=overrides)
   if "memory" in sections and not args.quick:
     results["memory"] = measure_memory(("jax", "torch"), args.train_batch, args.train_length, overrides)
+  if sections & bf16_sections:
+    results["processor"] = processor_info()
+    results["torch_bf16_probe"] = probe = torch_bf16_probe()
+    print(f"  processor: {results['processor']}; PyTorch bfloat16: {probe}", flush=True)
+  if "bf16_inference" in sections:
+    shapes, long_shapes = (BF16_SHAPES[:1], ()) if args.quick else (BF16_SHAPES, LONG_SHAPES)
+    results["bf16_inference"] = bf16_inference_section(shapes, ("base", "masked_lm"), args.reps, probe["ok"],
+                                                       long_shapes)
+    results["bf16_student_teacher"] = student_teacher_bf16(results["bf16_inference"])
+  if "bf16_training" in sections:
+    results["bf16_training"] = bf16_training_section(args.train_batch, args.train_length, args.reps, probe["ok"],
+                                                     overrides)
+  if "bf16_matmuls" in sections:
+    results["bf16_matmuls"] = [row for dtype in ("float32", "bfloat16")
+                               for row in matmul_rates(args.reps, dtype, torch_too=dtype == "float32" or probe["ok"])]
+  if sections & {"bf16_inference", "bf16_training"}:
+    results["bf16_targets"] = bf16_targets(results)
   if "accelerator" in sections:
     results["accelerator"] = accelerator_section(args.force_accelerator_section, args.quick)
   if "roofline" in sections and results["environment"]["backend"] == "cpu":
