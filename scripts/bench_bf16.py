@@ -33,9 +33,6 @@ from bench_training import JaxDistillation, TorchDistillation, check_same_weight
 BF16_SHAPES = ((8, 128), (32, 128))
 LONG_SHAPES = ((8, 512),)  # float32 only: our blocked attention against PyTorch's SDPA
 FIELD = {"base": "last_hidden_state", "masked_lm": "logits"}
-# Contenders of one inference row, in timing order: ours then PyTorch's, float32 first.
-INFERENCE_CONTENDERS = ("ours/f32", "ours/bf16", "ours/bf16_params", "torch/f32", "torch/bf16_weights",
-                        "torch/autocast")
 
 
 # ===================================================================================== the processor
