@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilbert_jax import convert, corpus, errors, flops, input_pipeline, losses, masking, models, train
+from distilbert_jax import convert, corpus, errors, flops, input_pipeline, losses, masking, models, token_cache, train
 
 LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
 TEACHER_LOSSES = ("ce", "cos", "mse", "hidden")
@@ -84,14 +84,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError("data.sources is empty")
   files = [spec for spec in config.data.sources if spec != "embedded"]
   if files:
-    input_pipeline.check_sources(files)
+    token_cache.check_sources(files)
   tokenizer_dir = config.data.tokenizer_dir or config.teacher.path
   if not tokenizer_dir:
     raise errors.ConfigError("data.tokenizer_dir is empty and there is no teacher.path to take it from")
   if not os.path.isdir(tokenizer_dir):
     raise errors.ConfigError(f"{tokenizer_dir}: no such directory (data.tokenizer_dir)")
   vocab_size = _model_vocab_size(config)
-  tokens = input_pipeline.tokenizer_vocab_size(tokenizer_dir)
+  tokens = token_cache.tokenizer_vocab_size(tokenizer_dir)
   if vocab_size is not None and tokens != vocab_size:
     raise errors.ConfigError(f"the tokenizer in {tokenizer_dir} has {tokens} tokens but the model's vocabulary "
                              f"has {vocab_size}")
@@ -133,7 +133,7 @@ def build_token_cache(config, workdir: Path, expected_vocab_size: Optional[int] 
   """The token cache of the config's data (built once; with several processes, by process 0)."""
   sources, tokenizer_dir, _ = resolve_data(config, workdir)
   d = config.data
-  build = lambda: input_pipeline.build_token_cache(
+  build = lambda: token_cache.build_token_cache(
       sources, tokenizer_dir, d.cache_dir or str(Path(workdir) / "token_cache"), max_length=d.max_length,
       min_length=d.min_length, pack=d.pack, expected_vocab_size=expected_vocab_size)
   if jax.process_count() > 1:  # one process tokenizes; the others then reuse its cache

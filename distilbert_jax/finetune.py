@@ -218,16 +218,21 @@ def model_kwargs(model, batch) -> dict:
 def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   """(model, float32 params) of the model to fine-tune, from config.model.path: all of it, or
   only `config.model.layers` of its layers (a student initialised from a teacher, as
-  convert.student_from_teacher). A head that does not fit the task (another number of labels)
+  convert.student_from_teacher; the task head too when the model has one that fits). A head that does not fit the task (another number of labels)
   is an error unless config.model.reinit_head, which initialises it afresh with a warning."""
   m = config.model
   id2label = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(num_outputs))
   dtype = models.resolve_dtype(m.dtype)
   rng = jax.random.PRNGKey(seed)
   if m.layers:
-    base, base_params = convert.load_pretrained(m.path, head="base")
+    try:  # a model fine-tuned on this task already: its head comes along with the chosen layers
+      teacher_head = head
+      base, base_params = convert.load_pretrained(m.path, head=head, id2label=id2label)
+    except convert.ConversionError:  # no such head, or one of another size: a new one
+      teacher_head = "base"
+      base, base_params = convert.load_pretrained(m.path, head="base")
     student_config, params = convert.student_from_teacher(
-        base.config, base_params, teacher_head="base", layers=tuple(m.layers),
+        base.config, base_params, teacher_head=teacher_head, layers=tuple(m.layers),
         student_type=m.type or base.config.model_type, student_head=head, rng=rng, id2label=id2label,
         **train.compile_fields(m))
     return models.get_model(student_config, head, dtype=dtype), _float32(params)

@@ -27,10 +27,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from distilbert_jax.token_cache import (  # pylint: disable=unused-import  (re-exported)
-    InputPipelineError, TokenCache, build_token_cache, check_sources, count_tokens,
-    tokenizer_vocab_size,
-    write_token_counts)
+from distilbert_jax.token_cache import InputPipelineError, TokenCache
 
 _STATE_FORMAT = 1
 

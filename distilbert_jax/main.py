@@ -139,11 +139,11 @@ def main(argv) -> int:
     from distilbert_jax import convert
     convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)
   elif args.command == "token-counts":
-    from distilbert_jax import distill, input_pipeline
+    from distilbert_jax import distill, token_cache
     config = _config(args, overrides)
     workdir = _workdir(args.workdir)
     cache = distill.build_token_cache(config, workdir)
-    input_pipeline.write_token_counts(cache, args.out)
+    token_cache.write_token_counts(cache, args.out)
     print(f"token counts of {cache.num_sequences} sequences written to {args.out}")
   elif args.command == "evaluate-sts":
     from distilbert_jax import evaluate

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from bench_common import cpu_name  # this script's directory is on sys.path; it puts the repository there too
-from distilbert_jax import corpus, input_pipeline
+from distilbert_jax import corpus, input_pipeline, token_cache
 
 
 def as_spec(data: str) -> str:
@@ -58,7 +58,7 @@ def tile_cache(cache, times: int, cache_dir: str):
   metadata = dict(cache.metadata, key=f"{cache.key}-tiled-{times}")
   with open(os.path.join(path, "metadata.json"), "w", encoding="utf-8") as f:
     json.dump(metadata, f)
-  return input_pipeline.TokenCache(path)
+  return token_cache.TokenCache(path)
 
 
 def time_loader(cache, args, bucket_lengths, num_threads):
@@ -108,7 +108,7 @@ def main():
 
   rows = []  # (what, throughput, detail)
   started = time.perf_counter()
-  sentences = input_pipeline.build_token_cache(
+  sentences = token_cache.build_token_cache(
       specs, args.tokenizer, cache_dir, max_length=args.max_length, min_length=args.min_length)
   seconds = time.perf_counter() - started
   stats = sentences.stats
@@ -117,7 +117,7 @@ def main():
                f"{stats['texts_read']:,} texts, {stats['tokens']:,} tokens in {seconds:.2f} s"))
 
   started = time.perf_counter()
-  packed = input_pipeline.build_token_cache(
+  packed = token_cache.build_token_cache(
       specs * args.replicate, args.tokenizer, cache_dir, max_length=args.max_length,
       min_length=args.max_length - 16, pack=True)
   seconds = time.perf_counter() - started

@@ -103,6 +103,7 @@ RECIPE = dict(
     alpha_task=0.5,
     alpha_kd=0.5,
     temperature=2.0,
+    alpha_hidden=0.0,
 )
 SQUAD_RECIPE = dict(
     teacher_lr=1e-4,
@@ -234,22 +235,32 @@ def run_one(config, workdir: Path, label: str) -> dict:
   return result
 
 
+def _student_source(args, row: Row, teacher_export: str) -> str:
+  """Where a row's weights come from: the layer-dropped students start from the pretrained
+  teacher, or (--student-init finetuned) from the teacher fine-tuned on the task, head included."""
+  if row.layers and args.student_init == "finetuned":
+    return teacher_export
+  return row.model_path
+
+
 def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, teacher_export: str = "") -> dict:
   config = glue_config.get_config()
   config.task = task
-  config.model.path = row.model_path
+  config.model.path = _student_source(args, row, teacher_export)
   config.model.layers = tuple(row.layers)
   config.data.dir = str(data_dir)
   config.data.max_length = MAX_LENGTH.get(task, args.max_length)
   buckets = BUCKETS.get(task, PAIR_BUCKETS)
   config.data.bucket_lengths = tuple(b for b in buckets if b < config.data.max_length) + (config.data.max_length,)
   lr = args.teacher_lr if row.is_teacher else args.student_lr
-  _common(config, args, lr, seed, args.epochs, RECIPE["batch_size"])
+  epochs = args.epochs if row.is_teacher else (args.student_epochs or args.epochs)
+  _common(config, args, lr, seed, epochs, RECIPE["batch_size"])
   if row.kd:
     config.teacher.path = teacher_export
     config.loss.alpha_task = args.alpha_task
     config.loss.alpha_kd = args.alpha_kd
     config.loss.temperature = args.temperature
+    config.loss.alpha_hidden = args.alpha_hidden
   workdir = Path(args.workdir) / task / (row.name if seed == 0 else f"{row.name}_seed{seed}")
   return run_one(config, workdir, f"{task} {row.name} seed {seed}")
 
@@ -257,7 +268,7 @@ def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, teacher_expor
 def squad_run(args, row: Row, data_dir: Path, teacher_export: str = "") -> dict:
   r = SQUAD_RECIPE
   config = squad_config.get_config()
-  config.model.path = row.model_path
+  config.model.path = _student_source(args, row, teacher_export)
   config.model.layers = tuple(row.layers)
   config.data.train = str(data_dir / "train.json")
   config.data.eval = str(data_dir / "dev.json")
@@ -271,6 +282,7 @@ def squad_run(args, row: Row, data_dir: Path, teacher_export: str = "") -> dict:
     config.loss.alpha_task = args.alpha_task
     config.loss.alpha_kd = args.alpha_kd
     config.loss.temperature = args.temperature
+    config.loss.alpha_hidden = args.alpha_hidden
   workdir = Path(args.workdir) / "squad" / row.name
   return run_one(config, workdir, f"squad {row.name}")
 
@@ -368,12 +380,19 @@ def parse_args(argv=None):
   p.add_argument("--max-train", type=int, default=4000, help="training examples per task (0: all)")
   p.add_argument("--max-length", type=int, default=128, help="max_length of the pair tasks")
   p.add_argument("--epochs", type=float, default=RECIPE["epochs"])
+  p.add_argument("--student-init", choices=("pretrained", "finetuned"), default="pretrained",
+                 help="the layer-dropped students start from the pretrained or the fine-tuned teacher")
+  p.add_argument("--student-epochs", type=float, default=0.0, help="the students' epochs (0: --epochs)")
+  p.add_argument("--student-layers", default=",".join(map(str, STUDENT_LAYERS)),
+                 help="the teacher layers the 3-layer student starts from")
   p.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows the median")
   p.add_argument("--teacher-lr", type=float, default=RECIPE["teacher_lr"])
   p.add_argument("--student-lr", type=float, default=RECIPE["student_lr"])
   p.add_argument("--alpha-task", type=float, default=RECIPE["alpha_task"])
   p.add_argument("--alpha-kd", type=float, default=RECIPE["alpha_kd"])
   p.add_argument("--temperature", type=float, default=RECIPE["temperature"])
+  p.add_argument("--alpha-hidden", type=float, default=RECIPE["alpha_hidden"],
+                 help="KD rows: weight of the hidden-state MSE to the teacher layers the student came from")
   p.add_argument("--rows", default="teacher,L3,L3+KD", help="which of teacher, L3, L3+KD to run")
   p.add_argument("--compilation-cache", default="",
                  help="JAX persistent compilation cache directory (default WORKDIR/jax_cache; 'none': off)")
@@ -408,8 +427,9 @@ def main(argv=None):
     import jax
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache or str(workdir / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  rows = [Row("teacher", teacher_dir, is_teacher=True), Row("L3", teacher_dir, STUDENT_LAYERS),
-          Row("L3+KD", teacher_dir, STUDENT_LAYERS, kd=True)]
+  layers = tuple(int(i) for i in args.student_layers.split(","))
+  rows = [Row("teacher", teacher_dir, is_teacher=True), Row("L3", teacher_dir, layers),
+          Row("L3+KD", teacher_dir, layers, kd=True)]
   rows = [r for r in rows if r.name in wanted]
   if args.distilled:
     if os.path.isdir(args.distilled):
@@ -420,8 +440,10 @@ def main(argv=None):
       print(f"--distilled {args.distilled}: no such directory; its rows are skipped")
   summary = {"recipe": dict(RECIPE, teacher_lr=args.teacher_lr, student_lr=args.student_lr,
                             alpha_task=args.alpha_task, alpha_kd=args.alpha_kd, temperature=args.temperature,
-                            epochs=args.epochs, max_train=args.max_train, seeds=seeds),
-             "teacher": teacher_dir, "student_layers": list(STUDENT_LAYERS)}
+                            alpha_hidden=args.alpha_hidden, student_init=args.student_init, epochs=args.epochs,
+                            student_epochs=args.student_epochs or args.epochs, max_train=args.max_train,
+                            seeds=seeds),
+             "teacher": teacher_dir, "student_layers": list(layers)}
   total_start = time.perf_counter()
 
   if tasks:
@@ -432,7 +454,8 @@ def main(argv=None):
         for seed in seeds:
           teacher_export = str(workdir / task / ("teacher" if seed == 0 else f"teacher_seed{seed}") / "export")
           for row in rows:
-            if row.kd and not os.path.isdir(teacher_export):
+            if (row.kd or _student_source(args, row, teacher_export) == teacher_export) and not os.path.isdir(
+                teacher_export):
               print(f"[{task} {row.name}] skipped: no fine-tuned teacher in {teacher_export}")
               continue
             result = glue_run(args, task, row, Path(tmp), seed, teacher_export)
@@ -451,7 +474,8 @@ def main(argv=None):
       info = prepare_squad(args.squad, Path(tmp), args.squad_max_train, args.squad_max_eval)
       teacher_export = str(workdir / "squad" / "teacher" / "export")
       for row in squad_rows:
-        if row.kd and not os.path.isdir(teacher_export):
+        if (row.kd or _student_source(args, row, teacher_export) == teacher_export) and not os.path.isdir(
+            teacher_export):
           print(f"[squad {row.name}] skipped: no fine-tuned teacher in {teacher_export}")
           continue
         squad_results[row.name] = squad_run(args, row, Path(tmp), teacher_export)

@@ -10,7 +10,6 @@
    same student layers copied from the teacher without distillation, with the ratios.
 """
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -229,6 +229,24 @@ def test_a_head_of_another_size_needs_reinit_head(finetuned, sentiment, tmp_path
   assert np.isfinite(result["loss"])
 
 
+def test_a_student_from_a_finetuned_models_layers_keeps_its_task_head(finetuned, sentiment, tiny_bert):
+  export = str(finetuned / "export")
+  _, teacher_params = convert.load_pretrained(export, head="sequence_classification")
+  config = sentiment_config(export, sentiment, **{"model.layers": (1,)})
+  student, params = finetune.build_student(config, "sequence_classification", ("neg", "pos"), 2, seed=0)
+  assert student.config.num_hidden_layers == 1
+  np.testing.assert_array_equal(params["classifier"]["kernel"], teacher_params["classifier"]["kernel"])
+  np.testing.assert_array_equal(params["bert"]["encoder"]["layer"]["0"]["output"]["dense"]["kernel"],
+                                teacher_params["bert"]["encoder"]["layer"]["1"]["output"]["dense"]["kernel"])
+  # A pretrained encoder has no task head, and a head of another size does not fit: a new one.
+  _, three = finetune.build_student(config, "sequence_classification", ("a", "b", "c"), 3, seed=0)
+  assert three["classifier"]["kernel"].shape[-1] == 3
+  config.model.path = tiny_bert
+  _, fresh = finetune.build_student(config, "sequence_classification", ("neg", "pos"), 2, seed=0)
+  assert fresh["classifier"]["kernel"].shape == teacher_params["classifier"]["kernel"].shape
+  assert not np.array_equal(fresh["classifier"]["kernel"], teacher_params["classifier"]["kernel"])
+
+
 @pytest.mark.parametrize("content, fragment", [
     ("", "empty"),
     ("sentence\tlabel\nfine\tpos\n", "text"),  # no text column

