@@ -292,6 +292,12 @@ def initialize_distributed(config) -> None:
     jax.distributed.initialize(**kwargs)
 
 
+def step_compiler_options(job: Job) -> dict:
+  """The train step's XLA options: those of a program that differentiates the trained model in
+  its compute dtype (models.compiler_options); a frozen bfloat16 teacher needs nothing more."""
+  return models.compiler_options("masked_lm", dtype=job.model.dtype, training=True)
+
+
 def make_mesh(config) -> sharding.Mesh:
   """The (data, fsdp, tensor) mesh of `config.mesh`, checked against the batch size."""
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
@@ -342,11 +348,9 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
 
   # ----------------------------------------------------------------------------- step
   step_fn = make_train_step(job, tx, schedule, mesh, t.grad_accum_steps)
-  bfloat16 = any(m is not None and jnp.dtype(m.dtype) == jnp.bfloat16 for m in (job.model, job.frozen_model))
   train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, sharding.batch_sharding(mesh)),
                        out_shardings=(state_shardings, None), donate_argnums=(0,),
-                       compiler_options=models.compiler_options(
-                           "masked_lm", dtype=jnp.bfloat16 if bfloat16 else jnp.float32))
+                       compiler_options=step_compiler_options(job))
 
   # ----------------------------------------------------------------------------- loop
   writer = MetricsWriter(workdir, start_step, is_main)

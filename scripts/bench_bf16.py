@@ -230,9 +230,6 @@ LOSS_KEYS = ("loss", "loss_ce", "loss_mlm", "loss_cos")
 # "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32": XLA leaves bfloat16 products
 # unconverted for YNNPACK, but YNNPACK does not take the attention's backward products, which then
 # reach a kernel without bfloat16. With YNNPACK fusing only matrix products, the step runs.
-BF16_STEP_FALLBACK_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-
-
 def reference_name(name: str) -> str:
   """The float32 step of the same framework, whose first-step losses a bfloat16 step's are held to."""
   return name.split("/")[0] + "/f32"
@@ -240,26 +237,6 @@ def reference_name(name: str) -> str:
 
 def _first_losses(step) -> dict:
   return {k: float(v) for k, v in step.losses(step.run()).items() if k in LOSS_KEYS}
-
-
-def _bf16_step(config, teacher) -> tuple:
-  """(step, compile s, first-step losses, compiler options, why the library's options were not
-  used or None): the bfloat16 step with `models.compiler_options`, or, where that step fails to
-  run, with BF16_STEP_FALLBACK_OPTIONS."""
-  import jax
-  import jax.numpy as jnp
-  from distilbert_jax import models
-  options = models.compiler_options("masked_lm", dtype=jnp.bfloat16)
-  step = JaxDistillation(config, teacher, compiler_options=options)
-  compile_s = step.compile()
-  try:
-    return step, compile_s, _first_losses(step), options, None
-  except jax.errors.JaxRuntimeError as error:
-    reason = str(error).strip().splitlines()[0][:200]
-  del step
-  step = JaxDistillation(config, teacher, compiler_options=BF16_STEP_FALLBACK_OPTIONS)
-  compile_s = step.compile()
-  return step, compile_s, _first_losses(step), BF16_STEP_FALLBACK_OPTIONS, reason
 
 
 def bf16_training_section(batch: int, length: int, reps: int, torch_bf16: bool, overrides: dict) -> dict:
@@ -291,8 +268,9 @@ def bf16_training_section(batch: int, length: int, reps: int, torch_bf16: bool, 
   del teacher_sd
   checks = check_same_weights(ours32, steps["torch/f32"])
   first["ours/f32"] = _first_losses(ours32)
-  steps["ours/bf16"], compile_s["ours/bf16"], first["ours/bf16"], options16, fallback_reason = _bf16_step(
-      config16, (model16, teacher32[1], teacher32[2]))
+  ours16 = steps["ours/bf16"] = JaxDistillation(config16, (model16, teacher32[1], teacher32[2]))
+  compile_s["ours/bf16"] = ours16.compile()
+  first["ours/bf16"] = _first_losses(ours16)
   config_teacher16 = distillation_config(batch, length, **{**overrides, "teacher.dtype": "bfloat16"})
   steps["ours/bf16_teacher"] = JaxDistillation(config_teacher16, (model16, teacher32[1], teacher32[2]))
   compile_s["ours/bf16_teacher"] = steps["ours/bf16_teacher"].compile()
@@ -319,8 +297,8 @@ def bf16_training_section(batch: int, length: int, reps: int, torch_bf16: bool, 
       row["loss_rel_diff"] = max(abs(first[name][k] - reference[k]) / abs(reference[k]) for k in LOSS_KEYS)
     rows.append(row)
   print("  bf16 training: " + ", ".join(f"{r['name']} {r['step_s']:.2f}s" for r in rows), flush=True)
-  return dict(batch=batch, length=length, rows=rows, checks=checks, bf16_compiler_options=options16,
-              library_options_failure=fallback_reason, config_overrides={k: str(v) for k, v in overrides.items()})
+  return dict(batch=batch, length=length, rows=rows, checks=checks, bf16_compiler_options=ours16.compiler_options,
+              config_overrides={k: str(v) for k, v in overrides.items()})
 
 
 # ===================================================================================== targets

@@ -240,11 +240,6 @@ def format_bf16(results: dict) -> list[str]:
       compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") else "-"
       lines.append(f"| {r['name']} | {ms(r['step_s'])} | {r['tokens_per_s']:,.0f} | {same} | {vs_f32} | {loss} | "
                    f"{compile_s} | {r['load_average']:.1f} |")
-    if t.get("library_options_failure"):
-      lines += ["", f"**The bfloat16 step did not run with the library's compiler options "
-                f"(`models.compiler_options(\"masked_lm\", dtype=bfloat16)` = {{}}, XLA's defaults): "
-                f"{t['library_options_failure']}.** The row ours/bf16 ran with `{t['bf16_compiler_options']}` "
-                "(YNNPACK fusing matrix products only)."]
     lines += ["", "Same weights (float32): " + ", ".join(f"{k} {v:.1e}" for k, v in t["checks"].items()) + ".",
               "First-step losses (ours share one masking draw, PyTorch's two another): " + "; ".join(
                   f"{r['name']} " + " ".join(f"{k}={v:.4f}" for k, v in r["first_step_losses"].items())

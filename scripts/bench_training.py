@@ -48,7 +48,7 @@ class JaxDistillation:
   def __init__(self, config, teacher=None, donate: bool = True, compiler_options: Optional[dict] = None):
     import jax
     import jax.numpy as jnp
-    from distilbert_jax import distill, masking, models, sharding, train
+    from distilbert_jax import distill, masking, sharding, train
 
     batch, length = config.train.batch_size, config.data.max_length
     self.config = config
@@ -73,8 +73,8 @@ class JaxDistillation:
                                   opt_state=tx.init(student_params), rng=jax.random.PRNGKey(config.train.seed))
     ids = make_input_ids(batch, length, seed=1)
     self.batch = {"input_ids": jax.device_put(ids), "attention_mask": jax.device_put(np.ones_like(ids))}
-    options = models.compiler_options("masked_lm") if compiler_options is None else compiler_options
-    self.jitted = jax.jit(step, donate_argnums=(0,) if donate else (), compiler_options=options)
+    self.compiler_options = train.step_compiler_options(job) if compiler_options is None else compiler_options
+    self.jitted = jax.jit(step, donate_argnums=(0,) if donate else (), compiler_options=self.compiler_options)
     self.compiled = None
     self.tokens = batch * length
 

@@ -45,36 +45,35 @@ def get_model(config: ModelConfig, head: str = "base", dtype: Any = jnp.float32,
   return heads[head](config, dtype=dtype, param_dtype=param_dtype)
 
 
-def compiler_options(head: str = "base", backend: str | None = None, dtype: Any = jnp.float32) -> dict:
+def compiler_options(head: str = "base", backend: str | None = None, dtype: Any = jnp.float32,
+                     training: bool = False) -> dict:
   """XLA compiler options for a program that runs a model with `head`, computing in `dtype`, on
   `backend` (default: JAX's default backend), for `jax.jit(..., compiler_options=...)`: explicit
-  per program, never global.
+  per program, never global. `training`: the program differentiates that model.
 
-  CPU, heads without a vocabulary projection, float32: YNNPACK library fusions off. XLA:CPU
+  CPU, float32, heads without a vocabulary projection: YNNPACK library fusions off. XLA:CPU
   otherwise fuses each LayerNorm into the YNNPACK call of the matrix product before it, which ran
   that product at half speed. Measured side by side on 2 Sapphire Rapids cores (BENCHMARKS.md,
   lever log): DistilBERT-base forward 32 x 128 2.63 s -> 2.33 s and 2.24 s -> 1.91 s in two runs;
   at 8 x 128 0.65 s -> 0.52 s in one run, no change in the other.
-  CPU, those heads, bfloat16: YNNPACK for each matrix product on its own, nothing fused into it.
-  Only YNNPACK runs bfloat16 products (accumulated in float32) on the processor's bfloat16 dot
-  instructions; without it XLA converts the operands to float32. DistilBERT-base forward 8 x 128
-  on 2 shared Zen 4 cores, side by side: 1.05 s with YNNPACK off, 0.59 s with it on for matrix
-  products alone (0.53 s with bfloat16 parameters; float32: 0.95 s).
-  CPU, masked_lm and pretraining: XLA's defaults, since without YNNPACK the [tokens, 768] x
-  [768, 30522] vocabulary product took 5x longer at 128 tokens (175 vs 35 ms). The distillation
-  step, not an encoder-only program, showed no difference beyond noise either way.
+  CPU, float32, masked_lm and pretraining: XLA's defaults, since without YNNPACK the
+  [tokens, 768] x [768, 30522] vocabulary product took 5x longer at 128 tokens (175 vs 35 ms).
+  CPU, bfloat16, inference: XLA's defaults. Only YNNPACK runs bfloat16 products (accumulated in
+  float32) on the processor's bfloat16 dot instructions. DistilBERT-base forward 8 x 128 on 2
+  quiet Zen 4 cores, side by side: base head 265 ms with the defaults, 281-292 ms with YNNPACK
+  for each product alone, 525 ms with YNNPACK fusing every product with its neighbours
+  (LIBRARY_FUSION_TYPE_DOT); masked-LM head 405, 428 and 804 ms (PyTorch bfloat16: 268 and 402).
+  CPU, bfloat16, training: YNNPACK fusing every matrix product (LIBRARY_FUSION_TYPE_DOT). With
+  the defaults or each product alone, the attention's batched backward products stay outside
+  YNNPACK in bfloat16 and XLA:CPU's fallback kernel stops with "UNIMPLEMENTED: Unsupported
+  element type for DotThunk::Execute: BF16 x BF16 = F32".
   GPU and TPU: XLA's defaults.
   """
   if (backend or jax.default_backend()) != "cpu":
     return {}
-  with_vocabulary = head in ("masked_lm", "pretraining")
   if jnp.dtype(dtype) == jnp.bfloat16:
-    # With XLA's defaults, the attention's batched backward products stay outside YNNPACK in
-    # bfloat16 and XLA:CPU's fallback kernel stops with "UNIMPLEMENTED: Unsupported element type
-    # for DotThunk::Execute: BF16 x BF16 = F32"; YNNPACK fusing every matrix product runs them.
-    return {"xla_cpu_experimental_ynn_fusion_type":
-            "LIBRARY_FUSION_TYPE_DOT" if with_vocabulary else "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-  return {} if with_vocabulary else {"xla_cpu_experimental_ynn_fusion_type": ""}
+    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"} if training else {}
+  return {} if head in ("masked_lm", "pretraining") else {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 # The CPU flags of native bfloat16 dot products (AVX-512 BF16: Cooper Lake, Zen 4 and later;
