@@ -31,7 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.teacher.head = "masked_lm"
   # Dict of Hugging Face config fields for a random teacher (tests and benchmarks only).
   config.teacher.random_config = ml_collections.ConfigDict()
-  # Compute dtype of the frozen teacher: "auto" = bfloat16 on GPU/TPU, float32 on CPU.
+  # Compute dtype of the frozen teacher: "auto" = bfloat16 on GPU/TPU and on CPUs with native
+  # bfloat16 dot products (models.resolve_dtype), float32 on other CPUs.
   config.teacher.dtype = "auto"
   # How the teacher's encoder is compiled (see models/layers.py).
   config.teacher.scan_layers = True
@@ -49,7 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.student.random_config = ml_collections.ConfigDict()
   # Fields changed on top of either init, e.g. {"dropout": 0.0}.
   config.student.config_overrides = ml_collections.ConfigDict()
-  # Compute dtype ("auto" = bfloat16 on accelerators); parameters stay float32.
+  # Compute dtype ("auto" as the teacher's); parameters stay float32. On CPU a bfloat16 student
+  # measured no faster than float32 (BENCHMARKS.md): "float32" with a bfloat16 teacher is fastest.
   config.student.dtype = "auto"
   config.student.scan_layers = True
   # Rematerialise each layer in the backward pass: "none", "dots" or "full".

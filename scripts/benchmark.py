@@ -4,7 +4,7 @@
   python scripts/benchmark.py --quick            # 8x128 only, a few minutes
   python scripts/benchmark.py --full             # every model, head and shape (about 20 minutes)
   python scripts/benchmark.py --malloc tcmalloc  # both frameworks on tcmalloc (BENCHMARKS.md)
-  python scripts/benchmark.py --bf16             # bfloat16 on CPU against PyTorch (about 17 minutes)
+  python scripts/benchmark.py --bf16             # bfloat16 on CPU against PyTorch (about 9 minutes on 2 cores)
   python scripts/benchmark.py --levers           # compile levers, side by side (about 6 minutes)
   python scripts/benchmark.py --xla-flag-sweep   # XLA CPU flags, one process per setting
   python scripts/benchmark.py --out FILE         # where the JSON results go (default BENCH.json)
@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "bf16_inference,bf16_training,bf16_matmuls")
   parser.add_argument("--bf16", action="store_true",
                       help="the bfloat16 run: --sections bf16_inference,bf16_training,bf16_matmuls,accelerator "
-                           "(17 minutes in one run on 2 shared cores; with --quick 8x128 only and no 8x512 rows)")
+                           "(9 minutes on 2 quiet cores; with --quick 8x128 only and no 8x512 rows)")
   parser.add_argument("--levers", action="store_true", help="also time the compile levers")
   parser.add_argument("--xla-flag-sweep", action="store_true", help="also time XLA CPU flags (subprocesses)")
   parser.add_argument("--force-accelerator-section", action="store_true",
