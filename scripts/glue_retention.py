@@ -45,8 +45,8 @@ students start from the fine-tuned teacher's layers and task head instead of the
 teacher's), --alpha-task/--alpha-kd/--temperature and --alpha-hidden (the hidden-state MSE of
 each student layer to the teacher layer it came from) for the KD rows.
 
-Measured on a 2-core AMD EPYC CPU, over two sessions, mostly with another job beside it (so wall
-times are noisy), one seed, scores x100 on the dev sets:
+Measured on a 2-core AMD EPYC CPU on 2026-11-25 and 26, mostly with another job beside it (so
+wall times are noisy), one seed, scores x100 on the dev sets:
 
   python scripts/glue_retention.py --glue GLUE_DIR --workdir RUNS --out RUNS/retention.json \
       --distilled RUNS/minilm_l3/export --squad SQUAD_DIR/dev-v1.1-part-a.json
@@ -113,17 +113,8 @@ RECIPE = dict(
     temperature=2.0,
     alpha_hidden=0.0,
 )
-SQUAD_RECIPE = dict(
-    teacher_lr=1e-4,
-    student_lr=2e-4,
-    epochs=2.0,
-    batch_size=32,
-    max_length=256,
-    doc_stride=128,
-    alpha_task=0.5,
-    alpha_kd=0.5,
-    temperature=2.0,
-)
+# SQuAD: the same learning rates and losses; longer inputs, fewer epochs.
+SQUAD_RECIPE = dict(RECIPE, epochs=2.0, max_length=256, doc_stride=128)
 
 
 # ===================================================================================== data
@@ -243,12 +234,23 @@ def run_one(config, workdir: Path, label: str) -> dict:
   return result
 
 
+def _starts_from_finetuned_teacher(args, row: Row) -> bool:
+  """--student-init finetuned: the layer-dropped students start from the teacher fine-tuned on
+  the task (its task head included) instead of the pretrained teacher."""
+  return bool(row.layers) and args.student_init == "finetuned"
+
+
 def _student_source(args, row: Row, teacher_export: str) -> str:
-  """Where a row's weights come from: the layer-dropped students start from the pretrained
-  teacher, or (--student-init finetuned) from the teacher fine-tuned on the task, head included."""
-  if row.layers and args.student_init == "finetuned":
-    return teacher_export
-  return row.model_path
+  """Where a row's weights come from."""
+  return teacher_export if _starts_from_finetuned_teacher(args, row) else row.model_path
+
+
+def _needs_finetuned_teacher(args, row: Row, teacher_export: str, label: str) -> bool:
+  """True (with a message) when the row needs a fine-tuned teacher that is not there."""
+  if (row.kd or _starts_from_finetuned_teacher(args, row)) and not os.path.isdir(teacher_export):
+    print(f"[{label} {row.name}] skipped: no fine-tuned teacher in {teacher_export}")
+    return True
+  return False
 
 
 def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, teacher_export: str = "") -> dict:
@@ -462,9 +464,7 @@ def main(argv=None):
         for seed in seeds:
           teacher_export = str(workdir / task / ("teacher" if seed == 0 else f"teacher_seed{seed}") / "export")
           for row in rows:
-            if (row.kd or _student_source(args, row, teacher_export) == teacher_export) and not os.path.isdir(
-                teacher_export):
-              print(f"[{task} {row.name}] skipped: no fine-tuned teacher in {teacher_export}")
+            if _needs_finetuned_teacher(args, row, teacher_export, task):
               continue
             result = glue_run(args, task, row, Path(tmp), seed, teacher_export)
             results[row.name].setdefault(task, []).append(result)
@@ -482,9 +482,7 @@ def main(argv=None):
       info = prepare_squad(args.squad, Path(tmp), args.squad_max_train, args.squad_max_eval)
       teacher_export = str(workdir / "squad" / "teacher" / "export")
       for row in squad_rows:
-        if (row.kd or _student_source(args, row, teacher_export) == teacher_export) and not os.path.isdir(
-            teacher_export):
-          print(f"[squad {row.name}] skipped: no fine-tuned teacher in {teacher_export}")
+        if _needs_finetuned_teacher(args, row, teacher_export, "squad"):
           continue
         squad_results[row.name] = squad_run(args, row, Path(tmp), teacher_export)
     lines = [f"SQuAD v1.1, {info['train']['articles']} train articles ({info['train']['questions']:,} of "
@@ -497,7 +495,10 @@ def main(argv=None):
     text = "\n".join(lines)
     print("\n" + text, flush=True)
     summary["squad"] = {"recipe": dict(SQUAD_RECIPE, teacher_lr=args.squad_teacher_lr,
-                                       student_lr=args.squad_student_lr, epochs=args.squad_epochs),
+                                       student_lr=args.squad_student_lr, epochs=args.squad_epochs,
+                                       alpha_task=args.alpha_task, alpha_kd=args.alpha_kd,
+                                       temperature=args.temperature, alpha_hidden=args.alpha_hidden,
+                                       student_init=args.student_init),
                         "data": info, "text": text,
                         "runs": {n: dict(r, config=None) for n, r in squad_results.items()}}
 
