@@ -218,8 +218,9 @@ def model_kwargs(model, batch) -> dict:
 def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   """(model, float32 params) of the model to fine-tune, from config.model.path: all of it, or
   only `config.model.layers` of its layers (a student initialised from a teacher, as
-  convert.student_from_teacher; the task head too when the model has one that fits). A head that does not fit the task (another number of labels)
-  is an error unless config.model.reinit_head, which initialises it afresh with a warning."""
+  convert.student_from_teacher; the task head comes along when the model has one that fits). A
+  head that does not fit the task (another number of labels) is an error unless
+  config.model.reinit_head, which initialises it afresh with a warning."""
   m = config.model
   id2label = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(num_outputs))
   dtype = models.resolve_dtype(m.dtype)
