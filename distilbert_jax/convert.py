@@ -472,6 +472,12 @@ def _read_config(directory: Path, **overrides) -> tuple[dict, models.ModelConfig
     raise ConversionError(f"{config_file}: {str(e).splitlines()[0]}") from e
 
 
+def read_model_config(path, **config_overrides) -> models.ModelConfig:
+  """Our config of a model directory from its config.json alone (no weights are read);
+  config_overrides as load_pretrained's."""
+  return _read_config(Path(path), **config_overrides)[1]
+
+
 def _restore_flax_params(params_dir: Path):
   import orbax.checkpoint as ocp
   try:
@@ -656,6 +662,22 @@ def _take_layers(layer_dict: dict, chosen: tuple[int, ...], stacked: bool) -> di
   return {str(s): jax.tree.map(lambda x: x[s], taken) for s in range(len(chosen))}
 
 
+def student_config_of(teacher_config, *, layers: Optional[Sequence[int]] = None, student_type: str = "distilbert",
+                      **student_config_overrides):
+  """(student config, the teacher layers it takes) of student_from_teacher, from the teacher's
+  config alone: what an ahead-of-time compile needs, with no weights read."""
+  overrides = dict(student_config_overrides)
+  count = overrides.pop("n_layers", None) or overrides.pop("num_hidden_layers", None)
+  if layers is None:
+    layers = default_student_layers(teacher_config.num_hidden_layers, count)
+  layers = tuple(int(i) for i in layers)
+  if not layers or any(not 0 <= i < teacher_config.num_hidden_layers for i in layers):
+    raise ValueError(f"layers {layers} must be a non-empty list of teacher layers 0..{teacher_config.num_hidden_layers - 1}")
+  if count is not None and count != len(layers):
+    raise ValueError(f"{len(layers)} layers chosen but the overrides ask for {count}")
+  return _student_config(teacher_config, student_type, len(layers), overrides), layers
+
+
 def student_from_teacher(teacher_config, teacher_params, *, teacher_head: str, layers: Optional[Sequence[int]] = None,
                          student_type: str = "distilbert", student_head: str = "masked_lm",
                          rng: Optional[jax.Array] = None, **student_config_overrides):
@@ -671,16 +693,8 @@ def student_from_teacher(teacher_config, teacher_params, *, teacher_head: str, l
   (student_type="bert") keeps token types and the pooler, so all of a teacher's layers reproduce
   the teacher exactly. Teacher params may be in either layout; the student's follow its config.
   """
-  overrides = dict(student_config_overrides)
-  count = overrides.pop("n_layers", None) or overrides.pop("num_hidden_layers", None)
-  if layers is None:
-    layers = default_student_layers(teacher_config.num_hidden_layers, count)
-  layers = tuple(int(i) for i in layers)
-  if not layers or any(not 0 <= i < teacher_config.num_hidden_layers for i in layers):
-    raise ValueError(f"layers {layers} must be a non-empty list of teacher layers 0..{teacher_config.num_hidden_layers - 1}")
-  if count is not None and count != len(layers):
-    raise ValueError(f"{len(layers)} layers chosen but the overrides ask for {count}")
-  student_config = _student_config(teacher_config, student_type, len(layers), overrides)
+  student_config, layers = student_config_of(teacher_config, layers=layers, student_type=student_type,
+                                             **student_config_overrides)
 
   source = f"student of {architecture_name(teacher_config, teacher_head)}"
   t_type = teacher_config.model_type

@@ -47,8 +47,9 @@ def needs_logits(config) -> bool:
   return l.alpha_ce > 0 or l.alpha_mlm > 0 or l.alpha_mse > 0
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Every check that needs no model and no text, so that a bad run fails in a second."""
+def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
+  """Every check that needs no model and no text, so that a bad run fails in a second; without
+  `data` (an ahead-of-time compile) only those of the step, none of the corpus or tokenizer."""
   l, t = config.loss, config.train
   for name in LOSS_NAMES:
     if getattr(l, f"alpha_{name}") < 0:
@@ -78,6 +79,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise errors.ConfigError(f"train.{name}={t[name]} must be > 0")
   if config.teacher.path and not os.path.isdir(config.teacher.path):
     raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  if not data:
+    return
   if config.mask.token_counts and not os.path.isfile(config.mask.token_counts):
     raise errors.ConfigError(f"{config.mask.token_counts}: no such file (mask.token_counts)")
   if not config.data.sources:
@@ -145,37 +148,50 @@ def build_token_cache(config, workdir: Path, expected_vocab_size: Optional[int] 
 
 
 # ===================================================================================== models
-def build_teacher(config):
+def build_teacher(config, abstract: bool = False, platform: Optional[str] = None):
   """(model, params, model config) of the frozen teacher, or (None, None, None) without one.
-  Parameters stay float32 here: the student copies its layers from them first."""
+  Parameters stay float32 here: the student copies its layers from them first. abstract: the
+  model from config.json alone and its parameters as jax.ShapeDtypeStructs (nothing is read or
+  allocated); platform: where the step runs ("auto" dtypes resolve for it)."""
   t = config.teacher
-  dtype = models.resolve_dtype(t.dtype)
+  dtype = models.resolve_dtype(t.dtype, platform)
+  if t.path and abstract:
+    model = models.get_model(convert.read_model_config(t.path, **train.compile_fields(t, platform)), t.head, dtype=dtype)
+    return model, train.abstract_params(model), model.config
   if t.path:
-    model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **train.compile_fields(t))
+    model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **train.compile_fields(t, platform))
     return model, params, model.config
   if t.random_config:
-    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), **train.compile_fields(t))
+    model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)),
+                                       **train.compile_fields(t, platform))
     model = models.get_model(model_config, t.head, dtype=dtype)
-    return model, train.init_params(model, config.train.seed + 1), model_config
+    params = train.abstract_params(model) if abstract else train.init_params(model, config.train.seed + 1)
+    return model, params, model_config
   return None, None, None
 
 
-def build_student(config, teacher_config, teacher_params):
+def build_student(config, teacher_config, teacher_params, abstract: bool = False, platform: Optional[str] = None):
+  """(model, float32 params, model config) of the student; abstract and platform as build_teacher's."""
   s = config.student
   head = "masked_lm" if needs_logits(config) else "base"
-  if s.init == "teacher":
+  fields = {**train.compile_fields(s, platform), **dict(s.config_overrides)}
+  params = None
+  if s.init == "teacher" and abstract:
+    student_config, _ = convert.student_config_of(teacher_config, layers=tuple(s.layers) if s.layers else None,
+                                                  student_type=s.type, **fields)
+  elif s.init == "teacher":
     student_config, params = convert.student_from_teacher(
         teacher_config, teacher_params, teacher_head=config.teacher.head,
-        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head,
-        **{**train.compile_fields(s), **dict(s.config_overrides)})
+        layers=tuple(s.layers) if s.layers else None, student_type=s.type, student_head=head, **fields)
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   else:
-    fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
-    fields.update(dict(s.config_overrides))
-    student_config = dataclasses.replace(models.config_from_hf_dict(fields), **train.compile_fields(s))
-    params = None
-  model = models.get_model(student_config, head, dtype=models.resolve_dtype(s.dtype))
-  if params is None:
+    hf_fields = dict(s.random_config) if s.random_config else teacher_config.to_hf_dict()
+    hf_fields.update(dict(s.config_overrides))
+    student_config = dataclasses.replace(models.config_from_hf_dict(hf_fields), **train.compile_fields(s, platform))
+  model = models.get_model(student_config, head, dtype=models.resolve_dtype(s.dtype, platform))
+  if abstract:
+    params = train.abstract_params(model, jnp.float32)
+  elif params is None:
     params = train.init_params(model, config.train.seed)
   return model, params, student_config
 
@@ -273,19 +289,19 @@ def positions_cap(micro_shape: tuple, config) -> int:
 
 
 # ===================================================================================== job
-def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
-  """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
+def check_processes(config) -> None:
   t = config.train
   if t.batch_size % (jax.process_count() * t.grad_accum_steps):
     raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
                              f"x train.grad_accum_steps ({t.grad_accum_steps})")
+
+
+def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
+  """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
+  t = config.train
+  check_processes(config)
   teacher, teacher_params, teacher_config = build_teacher(config)
   student, student_params, student_config = build_student(config, teacher_config, teacher_params)
-  if teacher is not None:
-    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
-    # half the memory in bfloat16.
-    teacher_params = jax.tree.map(lambda x: jnp.asarray(x, teacher.dtype), teacher_params)
-
   _, tokenizer_dir, _ = resolve_data(config, workdir)
   cache = build_token_cache(config, workdir, expected_vocab_size=student_config.vocab_size)
   iterator = input_pipeline.make_batch_iterator(
@@ -297,8 +313,31 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
                                                   config.mask.smoothing)
   else:
     token_probs = masking.uniform_token_probs(cache.vocab_size, cache.special_ids)
+  return _job(config, (teacher, teacher_params, teacher_config), (student, student_params, student_config),
+              token_probs, cache.mask_id, iterator, num_steps, tokenizer_dir)
 
-  loss = DistillationLoss(config, student, teacher, token_probs, cache.mask_id,
+
+def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train.Job:
+  """The job of `make_job` for an ahead-of-time compile on `platform`: the same models, losses
+  and step, from config files alone. Its parameters are jax.ShapeDtypeStructs; it has no data.
+  The masking weights are uniform and the [MASK] id is 0: both are constants of the program that
+  change neither its shapes nor its cost."""
+  check_processes(config)
+  teacher = build_teacher(config, abstract=True, platform=platform)
+  student = build_student(config, teacher[2], teacher[1], abstract=True, platform=platform)
+  token_probs = masking.uniform_token_probs(student[2].vocab_size, ())
+  num_steps = max(config.train.num_steps, 1)  # the schedule's length changes nothing compiled
+  return _job(config, teacher, student, token_probs, 0, None, num_steps, None)
+
+
+def _job(config, teacher_parts, student_parts, token_probs, mask_id: int, iterator, num_steps: int,
+         tokenizer_dir) -> train.Job:
+  (teacher, teacher_params, teacher_config), (student, student_params, student_config) = teacher_parts, student_parts
+  if teacher is not None:
+    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
+    # half the memory in bfloat16.
+    teacher_params = jax.tree.map(lambda x: train.cast_params(x, teacher.dtype), teacher_params)
+  loss = DistillationLoss(config, student, teacher, token_probs, mask_id,
                           hidden_layer_map(config, student_config, teacher_config))
   with_logits = needs_logits(config)
   return train.Job(
@@ -307,4 +346,11 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
       loss_sums=loss.loss_sums, denominators=loss.denominators, prepare=loss.prepare,
       frozen_model=teacher, frozen_params=teacher_params, tokenizer_dir=tokenizer_dir,
       flops_per_token=lambda length: flops.distillation_flops_per_token(
-          student_config, teacher_config, length, with_logits, with_logits))
+          student_config, teacher_config, length, with_logits, with_logits),
+      batch_spec=batch_spec)
+
+
+def batch_spec(batch_size: int, length: int) -> dict:
+  """The global batch of input_pipeline's iterator: token ids and attention mask, int32."""
+  shape = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
+  return {"input_ids": shape, "attention_mask": shape}

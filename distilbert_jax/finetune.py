@@ -446,8 +446,9 @@ def _to_host(x) -> np.ndarray:
 
 
 # ===================================================================================== config checks
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Every check that needs no model and no text."""
+def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
+  """Every check that needs no model and no text; without `data` (an ahead-of-time compile)
+  none of the data files."""
   d, m, l, t = config.data, config.model, config.loss, config.train
   if not is_squad(config.task) and config.task != "custom":
     glue.get_task(config.task)  # unknown task names are listed in its error
@@ -459,6 +460,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
   if not config.teacher.path and (l.alpha_kd > 0 or l.alpha_hidden > 0) and l.alpha_task <= 0:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
+  if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of "
+                             f"train.grad_accum_steps={t.grad_accum_steps}")
+  if not data:
+    return
   if d.source not in ("dir", "tfds"):
     raise errors.ConfigError(f"data.source must be 'dir' or 'tfds', got {d.source!r}")
   files = []
@@ -475,9 +481,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for f in files:
     if not os.path.isfile(f):
       raise errors.ConfigError(f"{f}: no such file")
-  if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of "
-                             f"train.grad_accum_steps={t.grad_accum_steps}")
   if not 0 <= d.holdout_fraction < 1:
     raise errors.ConfigError(f"data.holdout_fraction={d.holdout_fraction} must be in [0, 1)")
 
@@ -488,26 +491,40 @@ def tokenizer_for(config):
   return transformers.AutoTokenizer.from_pretrained(config.data.tokenizer_dir or config.model.path)
 
 
-def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
+def check_processes(config) -> None:
   t = config.train
   if t.batch_size % (jax.process_count() * t.grad_accum_steps):
     raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
                              f"x train.grad_accum_steps ({t.grad_accum_steps})")
-  data = load_task_data(config, tokenizer_for(config))
-  head = head_for(config.task)
-  kind = "squad" if is_squad(config.task) else ("regression" if data.task.is_regression else "classification")
-  num_outputs = 2 if kind == "squad" else data.task.num_outputs
-  student, params = build_student(config, head, data.label_names, num_outputs, t.seed)
-  teacher, teacher_params = build_teacher(config, head, num_outputs)
+
+
+def _kind(config, task) -> str:
+  if is_squad(config.task):
+    return "squad"
+  return "regression" if task.is_regression else "classification"
+
+
+def _layer_map(config, student, teacher) -> tuple:
   layer_map = tuple(tuple(p) for p in config.loss.hidden_layer_map)
   if not layer_map and config.loss.alpha_hidden > 0 and teacher is not None:
     layers = tuple(config.model.layers) or tuple(range(student.config.num_hidden_layers))
     layer_map = tuple((i + 1, j + 1) for i, j in enumerate(layers))
+  return layer_map
+
+
+def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
+  t = config.train
+  check_processes(config)
+  data = load_task_data(config, tokenizer_for(config))
+  head = head_for(config.task)
+  kind = _kind(config, data.task)
+  num_outputs = 2 if kind == "squad" else data.task.num_outputs
+  student, params = build_student(config, head, data.label_names, num_outputs, t.seed)
+  teacher, teacher_params = build_teacher(config, head, num_outputs)
   iterator = ArrayBatches(data.train, global_batch_size=t.batch_size, bucket_lengths=config.data.bucket_lengths,
                           seed=config.data.shuffle_seed, process_index=jax.process_index(),
                           process_count=jax.process_count())
   num_steps = t.num_steps if t.num_steps > 0 else int(math.ceil(t.num_epochs * iterator.batches_per_epoch))
-  loss = TaskLoss(config, student, teacher, kind, layer_map)
   evaluator = Evaluator(student, data, config) if data.evals else None
   last_eval = {}
 
@@ -524,17 +541,69 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
     evaluator.write_test_predictions(params, Path(workdir))
     return {f"final_eval_{k}": v for k, v in metrics.items()}
 
+  job = _job(config, kind, student, params, teacher, teacher_params, iterator, num_steps)
+  return dataclasses.replace(
+      job, tokenizer_dir=config.data.tokenizer_dir or config.model.path, evaluate=evaluate if evaluator else None,
+      eval_every=t.eval_every or iterator.batches_per_epoch,
+      best_metric=evaluator.main_metric() if evaluator else None, after_export=after_export)
+
+
+def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train.Job:
+  """The job of `make_job` for an ahead-of-time compile on `platform`: the same models, loss and
+  step from the config files alone (config.json of model.path and teacher.path). Parameters are
+  jax.ShapeDtypeStructs; nothing is tokenised, and only a custom table without label_names is
+  read, for its classes."""
+  check_processes(config)
+  m, t, d = config.model, config.teacher, config.data
+  head = head_for(config.task)
+  if is_squad(config.task):
+    kind, num_outputs, label_names = "squad", 2, None
+  elif config.task == "custom":
+    kind = "regression" if d.regression else "classification"
+    label_names = None if d.regression else (tuple(d.label_names) or _read_table(config, d.train).label_names)
+    num_outputs = 1 if d.regression else len(label_names)
+  else:
+    task = glue.get_task(config.task)
+    kind, num_outputs, label_names = _kind(config, task), task.num_outputs, task.label_names
+  id2label = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(num_outputs))
+  if m.layers:
+    base_config = convert.read_model_config(m.path)
+    student_config, _ = convert.student_config_of(base_config, layers=tuple(m.layers),
+                                                  student_type=m.type or base_config.model_type, id2label=id2label,
+                                                  **train.compile_fields(m, platform))
+  else:
+    student_config = convert.read_model_config(m.path, id2label=id2label, **train.compile_fields(m, platform))
+  student = models.get_model(student_config, head, dtype=models.resolve_dtype(m.dtype, platform))
+  teacher, teacher_params = None, None
+  if t.path:
+    teacher_config = convert.read_model_config(t.path, **train.compile_fields(t, platform))
+    teacher = models.get_model(teacher_config, head, dtype=models.resolve_dtype(t.dtype, platform))
+    teacher_params = train.abstract_params(teacher, teacher.dtype)
+  return _job(config, kind, student, train.abstract_params(student, jnp.float32), teacher, teacher_params, None,
+              max(config.train.num_steps, 1))
+
+
+def _job(config, kind: str, student, params, teacher, teacher_params, iterator, num_steps: int) -> train.Job:
+  """The part of a fine-tuning job that the step needs: models, loss, FLOPs and batch shapes."""
+  loss = TaskLoss(config, student, teacher, kind, _layer_map(config, student, teacher))
   teacher_config = teacher.config if teacher is not None else None
+
+  def batch_spec(batch_size: int, length: int) -> dict:
+    """ArrayBatches' global batch: int32 [batch, length] inputs and [batch] targets."""
+    tokens = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
+    rows = lambda dtype: jax.ShapeDtypeStruct((batch_size,), dtype)
+    spec = dict(input_ids=tokens, attention_mask=tokens, token_type_ids=tokens)
+    if kind == "squad":
+      return dict(spec, start_positions=rows(jnp.int32), end_positions=rows(jnp.int32))
+    return dict(spec, labels=rows(jnp.float32 if kind == "regression" else jnp.int32))
+
   return train.Job(
       model=student, params=params, iterator=iterator, num_steps=num_steps,
       loss_weights={n: getattr(config.loss, f"alpha_{n}") for n in LOSS_NAMES},
       loss_sums=loss.loss_sums, denominators=loss.denominators, frozen_model=teacher, frozen_params=teacher_params,
-      tokenizer_dir=config.data.tokenizer_dir or config.model.path,
       flops_per_token=lambda length: flops.distillation_flops_per_token(student.config, teacher_config, length,
                                                                         False, False),
-      evaluate=evaluate if evaluator else None,
-      eval_every=t.eval_every or iterator.batches_per_epoch,
-      best_metric=evaluator.main_metric() if evaluator else None, after_export=after_export)
+      batch_spec=batch_spec)
 
 
 def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] = None, max_length: int = 128,

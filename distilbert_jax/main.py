@@ -7,11 +7,15 @@
   distilbert-jax convert --to flax HF_DIR OUT_DIR        (or --to pytorch FLAX_DIR OUT_DIR)
   distilbert-jax token-counts --config CONFIG --out counts.npy
   distilbert-jax evaluate-sts --model DIR --data FILE.tsv [--teacher DIR]
+  distilbert-jax compile --config CONFIG --target v5e-256 [--out report.json] [--fit-batch]
 
 Problems a user can fix (errors.Error) print one line and exit with status 2; a run stopped by
 SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
 """
 import argparse
+import glob
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +88,40 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--model", required=True, help="A Hugging Face or Flax model directory.")
   p.add_argument("--data", required=True, help="A GLUE STS-B style .tsv (sentence1, sentence2, score).")
   p.add_argument("--teacher", help="A second model to compare with.")
+
+  p = commands.add_parser("compile", help="Compile a distill or finetune config for a TPU slice or GPU machine, "
+                          "from any machine.", description="Builds the job's state from shapes alone (model "
+                          "directories are read for config.json only), compiles the train step for the target "
+                          "and prints memory per device, collectives and a roofline step time. Exits with 2 "
+                          "when the step does not fit.", epilog=OVERRIDES_HELP)
+  p.add_argument("--config", required=True, metavar="FILE[:ARG]", help="The configuration file (configs/*.py).")
+  p.add_argument("--target", required=True, help="The hardware: " + "; ".join(
+      ("Cloud TPU v4-8 ... v4-4096, v5p-8 ..., v5e-1 ... v5e-256, v6e-1 ... v6e-256", "several slices: v5e-256x2",
+       "GPU nodes: h100x8, h200x8, a100x8, h100x8x4 (4 nodes)")) + ".")
+  p.add_argument("--out", help="Write the report as JSON here.")
+  p.add_argument("--fit-batch", action="store_true", help="Find the largest per-device micro-batch that fits "
+                 "(and the train.grad_accum_steps that keeps the config's global batch).")
   return parser
+
+
+def _has_accelerator() -> bool:
+  """Whether this machine has a TPU (a Google PCI device), an NVIDIA or an AMD GPU."""
+  for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      with open(vendor) as f:
+        if f.read().strip() == "0x1ae0":
+          return True
+    except OSError:
+      continue
+  return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))
+
+
+def _choose_platforms(command: str) -> None:
+  """JAX_PLATFORMS before jax is imported: `compile` runs on this machine's CPU whatever it
+  compiles for; elsewhere, on a machine without an accelerator, "cpu", so that an installed TPU
+  or CUDA plugin (the tpu and cuda extras) is not initialised, and warns, on every command."""
+  if "JAX_PLATFORMS" not in os.environ and (command == "compile" or not _has_accelerator()):
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def _config(args, overrides):
@@ -110,9 +147,10 @@ def main(argv) -> int:
   args, unknown = parser.parse_known_args(rest)
   if unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-  if overrides and args.command not in ("distill", "finetune", "token-counts"):
+  if overrides and args.command not in ("distill", "finetune", "token-counts", "compile"):
     parser.error(f"{args.command} takes no --config.* overrides")
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
+  _choose_platforms(args.command)
 
   if args.command == "distill":
     from distilbert_jax import corpus, evaluate, train
@@ -148,6 +186,30 @@ def main(argv) -> int:
   elif args.command == "evaluate-sts":
     from distilbert_jax import evaluate
     evaluate.evaluate_sts_main(args.model, args.data, args.teacher)
+  elif args.command == "compile":
+    return _compile(args, _config(args, overrides))
+  return 0
+
+
+def _compile(args, config) -> int:
+  from distilbert_jax import aot, glue, targets
+  target = targets.parse_target(args.target)
+  try:
+    if args.fit_batch:
+      report, tried = aot.fit_batch(config, target)
+      report["fit_batch_tried"] = [{"per_device_micro_batch": m, "fits": fits} for m, fits in tried]
+    else:
+      report = aot.compile_step(config, target)
+  except aot.DoesNotFit as e:
+    if args.out and e.report is not None:
+      glue.write_text_atomic(args.out, json.dumps(e.report, indent=2) + "\n")
+    raise
+  print(aot.format_report(report))
+  if args.fit_batch:
+    print(f"largest micro-batch that fits: {report['per_device_micro_batch']} per device, "
+          f"--config.train.grad_accum_steps={report['grad_accum_steps']}")
+  if args.out:
+    glue.write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
   return 0
 
 

@@ -87,6 +87,9 @@ class Job:
   eval_every: int = 0
   best_metric: Optional[str] = None
   after_export: Optional[Callable] = None  # after_export(export_dir, params) -> {name: value}
+  # batch_spec(batch_size, length) -> {name: jax.ShapeDtypeStruct}: the global batch that the
+  # iterator yields, for compiling the step without any data (aot.py).
+  batch_spec: Optional[Callable] = None
 
 
 # ===================================================================================== model helpers
@@ -100,10 +103,25 @@ def abstract_boxed_params(model: nn.Module) -> Any:
   return jax.eval_shape(model.init, jax.random.PRNGKey(0), _dummy_ids(model))["params"]
 
 
-def compile_fields(section: ml_collections.ConfigDict) -> dict:
-  """The model config fields that say how a config section's model is compiled (models/layers.py)."""
+def abstract_params(model: nn.Module, dtype: Any = None) -> Any:
+  """jax.ShapeDtypeStructs of `model`'s unboxed parameters (in `dtype` if given): the parameters
+  of an ahead-of-time compile, which never allocates or reads them."""
+  shapes = nn.meta.unbox(abstract_boxed_params(model))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype), shapes)
+
+
+def cast_params(x, dtype) -> Any:
+  """One parameter in `dtype`: an array, or a jax.ShapeDtypeStruct of an abstract job."""
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct(x.shape, dtype)
+  return jnp.asarray(x, dtype)
+
+
+def compile_fields(section: ml_collections.ConfigDict, platform: Optional[str] = None) -> dict:
+  """The model config fields that say how a config section's model is compiled (models/layers.py),
+  attention_impl "auto" decided for `platform` (default: JAX's default backend)."""
   return dict(scan_layers=section.scan_layers, remat_policy=section.remat_policy,
-              attention_impl=section.attention_impl)
+              attention_impl=models.resolve_attention_impl(section.attention_impl, platform))
 
 
 def _dummy_ids(model):
@@ -292,15 +310,17 @@ def initialize_distributed(config) -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def step_compiler_options(job: Job) -> dict:
-  """The train step's XLA options: those of a program that differentiates the trained model in
-  its compute dtype (models.compiler_options); a frozen bfloat16 teacher needs nothing more."""
-  return models.compiler_options("masked_lm", dtype=job.model.dtype, training=True)
+def step_compiler_options(job: Job, platform: Optional[str] = None) -> dict:
+  """The train step's XLA options on `platform` (default: JAX's default backend): those of a
+  program that differentiates the trained model in its compute dtype (models.compiler_options);
+  a frozen bfloat16 teacher needs nothing more."""
+  return models.compiler_options("masked_lm", backend=platform, dtype=job.model.dtype, training=True)
 
 
-def make_mesh(config) -> sharding.Mesh:
-  """The (data, fsdp, tensor) mesh of `config.mesh`, checked against the batch size."""
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+def make_mesh(config, devices=None) -> sharding.Mesh:
+  """The (data, fsdp, tensor) mesh of `config.mesh` over `devices` (default: all of JAX's),
+  checked against the batch size."""
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
   t, rows = config.train, mesh.shape["data"] * mesh.shape["fsdp"]
   if t.batch_size % rows:
     raise errors.ConfigError(f"train.batch_size={t.batch_size} does not split over the mesh's data x fsdp = {rows} "
@@ -309,13 +329,33 @@ def make_mesh(config) -> sharding.Mesh:
   return mesh
 
 
-def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: sharding.Mesh) -> dict:
-  """Trains `job` on `mesh` as `config.train` and `config.optim` say; returns the last logged
-  metrics (and "export_dir" when exported)."""
-  t = config.train
-  is_main = jax.process_index() == 0
+def mesh_platform(mesh: sharding.Mesh) -> str:
+  """The platform of the mesh's devices ("cpu", "tpu", "gpu"): the target a step is compiled for,
+  which for an ahead-of-time compile is not the machine that compiles."""
+  platform = mesh.devices.flat[0].platform
+  return "gpu" if platform in ("cuda", "rocm") else platform
 
-  # ----------------------------------------------------------------------------- state
+
+@dataclasses.dataclass
+class StepProgram:
+  """The jitted train step of a job on a mesh, and the shardings of what it takes.
+
+  train_step(state, frozen_params, batch) -> (state, metrics); the state is donated.
+  create_state(params) -> TrainState, placed with state_shardings (params: the job's initial
+  parameters, or their jax.ShapeDtypeStructs under jax.eval_shape)."""
+  train_step: Any
+  create_state: Any
+  state_shardings: TrainState
+  frozen_shardings: Any  # None without a frozen model
+  batch_sharding: sharding.NamedSharding
+  tx: Any
+  schedule: Any
+
+
+def build_step(job: Job, config: ml_collections.ConfigDict, mesh: sharding.Mesh) -> StepProgram:
+  """The one place where the train step, its state and their shardings are built: `run` trains
+  with it, `aot.py` compiles it for a TPU or GPU target from any machine."""
+  t = config.train
   tx, schedule = make_optimizer(config.optim, job.num_steps)
   param_shardings = sharding.param_shardings(abstract_boxed_params(job.model), mesh)
   abstract_opt_state = jax.eval_shape(tx.init, job.params)
@@ -325,12 +365,31 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
       opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh), rng=replicated)
   create = jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                                         rng=jax.random.PRNGKey(t.seed)), out_shardings=state_shardings)
-  state = create(job.params)
-  job.params = None  # the state holds them now (sharded); free the host copy
-  frozen_params, frozen_shardings = None, None
+  frozen_shardings = None
   if job.frozen_model is not None:
     frozen_shardings = sharding.param_shardings(abstract_boxed_params(job.frozen_model), mesh)
-    frozen_params = jax.device_put(job.frozen_params, frozen_shardings)
+  step_fn = make_train_step(job, tx, schedule, mesh, t.grad_accum_steps)
+  batch_sharding = sharding.batch_sharding(mesh)
+  train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, batch_sharding),
+                       out_shardings=(state_shardings, None), donate_argnums=(0,),
+                       compiler_options=step_compiler_options(job, mesh_platform(mesh)))
+  return StepProgram(train_step, create, state_shardings, frozen_shardings, batch_sharding, tx, schedule)
+
+
+def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: sharding.Mesh) -> dict:
+  """Trains `job` on `mesh` as `config.train` and `config.optim` say; returns the last logged
+  metrics (and "export_dir" when exported)."""
+  t = config.train
+  is_main = jax.process_index() == 0
+
+  # ----------------------------------------------------------------------------- state and step
+  program = build_step(job, config, mesh)
+  state_shardings, train_step = program.state_shardings, program.train_step
+  state = program.create_state(job.params)
+  job.params = None  # the state holds them now (sharded); free the host copy
+  frozen_params = None
+  if job.frozen_model is not None:
+    frozen_params = jax.device_put(job.frozen_params, program.frozen_shardings)
     job.frozen_params = None
 
   # ----------------------------------------------------------------------------- checkpoints
@@ -345,12 +404,6 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
     start_step = int(state.step)
     logging.info("resumed from step %d", start_step)
   best = _Best(workdir, job.best_metric, is_main) if job.evaluate else None
-
-  # ----------------------------------------------------------------------------- step
-  step_fn = make_train_step(job, tx, schedule, mesh, t.grad_accum_steps)
-  train_step = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, sharding.batch_sharding(mesh)),
-                       out_shardings=(state_shardings, None), donate_argnums=(0,),
-                       compiler_options=step_compiler_options(job))
 
   # ----------------------------------------------------------------------------- loop
   writer = MetricsWriter(workdir, start_step, is_main)

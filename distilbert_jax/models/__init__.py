@@ -125,5 +125,16 @@ def resolve_dtype(name: str, backend: Optional[str] = None) -> jnp.dtype:
   return dtype
 
 
+def resolve_attention_impl(name: str, backend: Optional[str] = None) -> str:
+  """The attention implementation (layers.ATTENTION_IMPLEMENTATIONS) that `name` stands for on
+  `backend` (default: JAX's default backend). "auto": "dot_product" on GPU and TPU, where
+  jax.nn.dot_product_attention leaves the fused kernel to the platform's compiler; "xla" on CPU,
+  where the two measured within noise of each other (BENCHMARKS.md) and the explicit softmax is
+  the one every other path (dropout, attention outputs) takes anyway."""
+  if name != "auto":
+    return name
+  return "xla" if (backend or jax.default_backend()) == "cpu" else "dot_product"
+
+
 __all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict",
-           "cpu_has_native_bfloat16", "get_model", "resolve_dtype", "HEAD_NAMES", "bert", "distilbert"]
+           "cpu_has_native_bfloat16", "get_model", "resolve_attention_impl", "resolve_dtype", "HEAD_NAMES", "bert", "distilbert"]
