@@ -9,7 +9,9 @@ loop's body times its known trip count, a fusion's instructions as often as the 
   flops           2 x output elements x contracted size of every dot, convolution and cuBLAS
                   matrix product, as in Kaplan et al. (2020)
   bytes_accessed  operands and results of each instruction outside fusions: what a device reads
-                  from and writes to its HBM, to first order
+                  from and writes to its HBM, to first order; a dynamic slice reads only its
+                  slice and a dynamic update writes only its update, in place (the stacked
+                  buffers of scanned layers and micro-batches)
   collectives     {kind: instructions executed}; collective_bytes the bytes each device sends
                   in bandwidth-optimal (ring) algorithms, with n devices in a group and S the
                   operand's bytes: all-reduce 2S(n-1)/n, all-gather S(n-1), reduce-scatter and
@@ -43,7 +45,8 @@ class Instruction:
   op: str
   operands: list  # the names of the operand instructions
   attributes: str
-  literal: str = ""  # the text between the parentheses: a constant's value
+  literal: str = ""  # the text between the parentheses: a constant's value, a parameter's index
+  is_root: bool = False
 
 
 @dataclasses.dataclass
@@ -69,7 +72,8 @@ def _dims(type_text: str) -> list:
 
 def _split_instruction(line: str) -> Optional[Instruction]:
   text = line.strip()
-  if text.startswith("ROOT "):
+  is_root = text.startswith("ROOT ")
+  if is_root:
     text = text[5:]
   name, eq, rest = text.partition(" = ")
   if not eq or not name.startswith("%") and not re.match(r"^[\w.\-]+$", name):
@@ -94,7 +98,7 @@ def _split_instruction(line: str) -> Optional[Instruction]:
     if depth == 0:
       end = i
       break
-  return Instruction(name.lstrip("%"), type_text, op.strip(), _NAME.findall(rest[:end]), rest[end + 1:], rest[:end])
+  return Instruction(name.lstrip("%"), type_text, op.strip(), _NAME.findall(rest[:end]), rest[end + 1:], rest[:end], is_root)
 
 
 def parse_module(text: str) -> tuple[dict, str]:
@@ -166,13 +170,22 @@ def _dot_flops(instruction: Instruction, shapes: dict) -> float:
 
 
 def _convolution_flops(instruction: Instruction, shapes: dict) -> float:
-  labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", instruction.attributes)
+  """2 x output elements x input features x the window taps that meet input data. TPU compilers
+  write batched matrix products as convolutions whose batch dimensions are spatial ones, with a
+  window as large as the batch and the input dilated as much: one tap of each meets data."""
+  labels = re.search(r"dim_labels=\w+_(\w+)->\w+", instruction.attributes)
   kernel = _dims(shapes.get(instruction.operands[1], "")) if len(instruction.operands) > 1 else []
-  if not labels or not kernel:
+  if not labels or not kernel or "i" not in labels.group(1):
     return 0.0
-  out_feature = labels.group(2).index("o")
-  per_output = math.prod(d for i, d in enumerate(kernel) if i != out_feature)
-  return 2.0 * math.prod(_dims(instruction.type)) * per_output
+  rhs = labels.group(1)
+  spatial = [kernel[k] for k, label in enumerate(rhs) if label not in "io"]
+  window = re.search(r"window=\{([^}]*)\}", instruction.attributes)
+  sizes = re.search(r"size=([\dx]+)", window.group(1)) if window else None
+  dilations = re.search(r"lhs_dilate=([\dx]+)", window.group(1)) if window else None
+  sizes = [int(x) for x in sizes.group(1).split("x")] if sizes else spatial
+  dilations = [int(x) for x in dilations.group(1).split("x")] if dilations else [1] * len(sizes)
+  taps = math.prod(math.ceil(size / dilation) for size, dilation in zip(sizes, dilations))
+  return 2.0 * math.prod(_dims(instruction.type)) * kernel[rhs.index("i")] * taps
 
 
 def _gemm_flops(instruction: Instruction, shapes: dict) -> float:
@@ -192,6 +205,69 @@ def _collective_bytes(kind: str, operand_bytes: float, n: int) -> float:
   return {"all-reduce": 2 * operand_bytes * (n - 1) / n, "all-gather": operand_bytes * (n - 1),
           "reduce-scatter": operand_bytes * (n - 1) / n, "all-to-all": operand_bytes * (n - 1) / n,
           "collective-permute": operand_bytes}[kind]
+
+
+def _param_read(computation: list, param: str, full: float, computations: dict) -> float:
+  """Bytes of fusion parameter `param` (of `full` bytes) that the fused computation reads: only
+  the slices where every use is a dynamic slice, followed into nested fusions."""
+  read = 0.0
+  for user in (i for i in computation if param in i.operands):
+    if user.op == "dynamic-slice" and user.operands[0] == param:
+      read += array_bytes(user.type)
+    elif user.op == "fusion":
+      nested = computations.get(_attribute(user.attributes, "calls"), ())
+      params = {int(i.literal.strip() or 0): i.name for i in nested if i.op == "parameter"}
+      read += sum(_param_read(nested, params[k], full, computations)
+                  for k, o in enumerate(user.operands) if o == param and k in params)
+    else:
+      return full
+  return min(read, full)
+
+
+def _in_place_updates(computation: list, computations: dict) -> dict:
+  """{parameter index: (bytes of the output written in place, bytes of the update)} for the
+  outputs of a fused computation that update a parameter in place: dynamic-update-slices at its
+  root, in a root tuple, or in a nested fusion at its root."""
+  by_name = {i.name: i for i in computation}
+  root = next((i for i in computation if i.is_root), None)
+  outputs = [by_name[o] for o in root.operands if o in by_name] if root is not None and root.op == "tuple" \
+      else [root] if root is not None else []
+  updates = {}
+  for out in outputs:
+    if out.op == "dynamic-update-slice":
+      target = by_name.get(out.operands[0])
+      if target is not None and target.op == "parameter":
+        updates[int(target.literal.strip() or 0)] = (array_bytes(out.type),
+                                                      array_bytes(by_name[out.operands[1]].type))
+    elif out.op == "fusion":
+      inner = _in_place_updates(computations.get(_attribute(out.attributes, "calls"), ()), computations)
+      for k, sizes in inner.items():
+        target = by_name.get(out.operands[k]) if k < len(out.operands) else None
+        if target is not None and target.op == "parameter":
+          updates[int(target.literal.strip() or 0)] = sizes
+  return updates
+
+
+def _traffic(instruction: Instruction, computations: dict, shapes: dict) -> float:
+  """HBM bytes one top-level instruction reads and writes."""
+  operand_bytes = [array_bytes(shapes.get(o, "")) for o in instruction.operands]
+  if instruction.op == "dynamic-slice":
+    return 2 * array_bytes(instruction.type)
+  if instruction.op == "dynamic-update-slice":
+    return 2 * operand_bytes[1]
+  if instruction.op != "fusion":
+    return array_bytes(instruction.type) + sum(operand_bytes)
+  fused = computations.get(_attribute(instruction.attributes, "calls"), ())
+  written = array_bytes(instruction.type)
+  updates = _in_place_updates(fused, computations)
+  for output_bytes, update_bytes in updates.values():  # writes only the update, in place
+    written -= output_bytes - update_bytes
+  read = 0.0
+  for param in (i for i in fused if i.op == "parameter"):
+    index = int(param.literal.strip() or 0)
+    if index < len(operand_bytes) and index not in updates:
+      read += _param_read(fused, param.name, operand_bytes[index], computations)
+  return read + max(written, 0.0)
 
 
 def analyse(text: str, num_partitions: int, devices_per_node: Optional[int] = None) -> HloStats:
@@ -222,8 +298,7 @@ def analyse(text: str, num_partitions: int, devices_per_node: Optional[int] = No
         else:
           stats.collective_bytes += sent
       if not fused and op not in _NO_TRAFFIC:
-        stats.bytes_accessed += times * (array_bytes(instruction.type) +
-                                         sum(array_bytes(shapes.get(o, "")) for o in instruction.operands))
+        stats.bytes_accessed += times * _traffic(instruction, computations, shapes)
       if op == "while":
         trips = _trip_count(instruction, computations)
         if trips is None:

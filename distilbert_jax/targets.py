@@ -124,6 +124,9 @@ class Target:
       kwargs = {"chip_config_name": "megacore"} if _CORES_PER_CHIP[self.kind] == 2 else {}
       if self.num_slices > 1:
         kwargs["num_slices"] = self.num_slices
+      sizes = [int(x) for x in self.topology.split("x")]
+      if len(sizes) == 2 and math.prod(sizes) < 4:  # libtpu's default host holds 2x2 chips
+        kwargs["chips_per_host_bounds"] = (*sizes, 1)
       topology = topologies.get_topology_desc(f"{_TOPOLOGY_PREFIX[self.kind]}:{self.topology}", platform="tpu",
                                               **kwargs)
     else:
@@ -143,7 +146,10 @@ class Target:
 
 def _quiet_libtpu() -> None:
   """libtpu, loaded on a machine that has no TPU, asks for the variables a TPU VM sets and
-  prints a warning per missing one; nothing here runs on a TPU, so any plausible values do."""
+  prints a warning per missing one; nothing here runs on a TPU, so any plausible values do.
+  Its lock file (one process per TPU) is skipped too: compiles use no chip, and several may run
+  at once, beside a training job on a TPU VM included."""
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-1")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
