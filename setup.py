@@ -30,6 +30,12 @@ setuptools.setup(
         # A CPU build of torch: the PyTorch side of conversion and of the parity tests.
         "torch": ["torch>=2.4"],
         "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],
+        # `distilbert-jax compile` for Cloud TPU targets on any machine: libtpu describes the
+        # slices and compiles for them (jax's own extra pins the libtpu of its release).
+        "tpu": ["jax[tpu]"],
+        # ... and for NVIDIA GPU targets: the CUDA PJRT plugin alone, without the CUDA libraries.
+        # Its version must be jax's. On a machine without CUDA it logs a line on every jax import.
+        "cuda": ["jax-cuda12-pjrt==0.10.2"],
     },
     entry_points={"console_scripts": ["distilbert-jax=distilbert_jax.main:run"]},
 )

@@ -196,8 +196,8 @@ def _cuda_plugin_env():
   cuda extra, or in the directory CUDA_PLUGIN_DIR names (make test installs it there, apart,
   since the plugin announces itself on every jax import of a machine without CUDA)."""
   env = dict(os.environ)
-  directory = os.environ.get("CUDA_PLUGIN_DIR")
-  if directory and os.path.isdir(os.path.join(directory, "jax_plugins", "xla_cuda12")):
+  directory = os.path.abspath(os.environ.get("CUDA_PLUGIN_DIR", ""))
+  if os.environ.get("CUDA_PLUGIN_DIR") and os.path.isdir(os.path.join(directory, "jax_plugins", "xla_cuda12")):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (directory, env.get("PYTHONPATH")) if p)
     return env
   return env if importlib.util.find_spec("jax_plugins.xla_cuda12") else None
