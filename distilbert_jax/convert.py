@@ -672,7 +672,8 @@ def student_config_of(teacher_config, *, layers: Optional[Sequence[int]] = None,
     layers = default_student_layers(teacher_config.num_hidden_layers, count)
   layers = tuple(int(i) for i in layers)
   if not layers or any(not 0 <= i < teacher_config.num_hidden_layers for i in layers):
-    raise ValueError(f"layers {layers} must be a non-empty list of teacher layers 0..{teacher_config.num_hidden_layers - 1}")
+    raise ValueError(f"layers {layers} must be a non-empty list of teacher layers "
+                     f"0..{teacher_config.num_hidden_layers - 1}")
   if count is not None and count != len(layers):
     raise ValueError(f"{len(layers)} layers chosen but the overrides ask for {count}")
   return _student_config(teacher_config, student_type, len(layers), overrides), layers

@@ -156,7 +156,8 @@ def build_teacher(config, abstract: bool = False, platform: Optional[str] = None
   t = config.teacher
   dtype = models.resolve_dtype(t.dtype, platform)
   if t.path and abstract:
-    model = models.get_model(convert.read_model_config(t.path, **train.compile_fields(t, platform)), t.head, dtype=dtype)
+    model_config = convert.read_model_config(t.path, **train.compile_fields(t, platform))
+    model = models.get_model(model_config, t.head, dtype=dtype)
     return model, train.abstract_params(model), model.config
   if t.path:
     model, params = convert.load_pretrained(t.path, head=t.head, dtype=dtype, **train.compile_fields(t, platform))

@@ -12,21 +12,6 @@ from typing import Optional
 
 import jax
 
-# Dense bfloat16 peak FLOP/s per device, from the vendors' data sheets (no sparsity).
-PEAK_BF16_FLOPS = {
-    "H100": 989e12,  # H100 SXM
-    "H200": 989e12,
-    "A100": 312e12,
-    "L4": 121e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,  # v5e
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,  # Trillium (v6e)
-    "TPU v6e": 918e12,
-}
-
-
 def matmul_params(config, with_mlm_head: bool) -> int:
   """Parameters that enter a matmul for every token (no embedding lookups, no biases)."""
   hidden = config.hidden_size
@@ -53,12 +38,11 @@ def distillation_flops_per_token(student_config, teacher_config: Optional[object
 
 
 def device_peak_flops(device: Optional[jax.Device] = None) -> Optional[float]:
-  """Peak bfloat16 FLOP/s of a device, or None where unknown (such as a CPU)."""
-  kind = (device or jax.devices()[0]).device_kind
-  for name, peak in PEAK_BF16_FLOPS.items():
-    if name.lower() in kind.lower():
-      return peak
-  return None
+  """Peak bfloat16 FLOP/s of a device (targets.CHIPS, by its device_kind), or None where unknown
+  (such as a CPU)."""
+  from distilbert_jax import targets
+  chip = targets.chip_of_device_kind((device or jax.devices()[0]).device_kind)
+  return None if chip is None else chip.peak_flops
 
 
 def estimate_mfu(flops_per_token: float, tokens_per_second_per_device: float,

@@ -98,7 +98,8 @@ def _split_instruction(line: str) -> Optional[Instruction]:
     if depth == 0:
       end = i
       break
-  return Instruction(name.lstrip("%"), type_text, op.strip(), _NAME.findall(rest[:end]), rest[end + 1:], rest[:end], is_root)
+  return Instruction(name.lstrip("%"), type_text, op.strip(), _NAME.findall(rest[:end]), rest[end + 1:],
+                     rest[:end], is_root)
 
 
 def parse_module(text: str) -> tuple[dict, str]:

@@ -14,6 +14,7 @@ megacore mode) and chips for v5e and v6e, as `gcloud compute tpus` does.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import re
@@ -39,6 +40,7 @@ class Chip:
   interconnect_bandwidth: float
   network_bandwidth: Optional[float]
   source: str
+  device_kinds: tuple = ()  # jax.Device.device_kind names of this chip, where they differ from `name`
 
 
 # Sources: Google Cloud's TPU pages (cloud.google.com/tpu/docs/v4, v5e, v5p, v6e: "Peak compute
@@ -52,18 +54,28 @@ CHIPS = {
     "v4": Chip("TPU v4", "tpu", 275e12, 32 * GiB, 1200e9, 1.1e15 / 4096, None,
                "cloud.google.com/tpu/docs/v4"),
     "v5e": Chip("TPU v5e", "tpu", 197e12, 16 * GiB, 819e9, 51.2e12 / 256, 6.4e12 / 8 / 256,
-                "cloud.google.com/tpu/docs/v5e"),
+                "cloud.google.com/tpu/docs/v5e", ("TPU v5 lite",)),
     "v5p": Chip("TPU v5p", "tpu", 459e12, 95 * GiB, 2765e9, 1200e9 / 2, 50e9 / 8,
-                "cloud.google.com/tpu/docs/v5p"),
+                "cloud.google.com/tpu/docs/v5p", ("TPU v5",)),
     "v6e": Chip("TPU v6e", "tpu", 918e12, 32 * GiB, 1640e9, 102.4e12 / 256, None,
-                "cloud.google.com/tpu/docs/v6e"),
+                "cloud.google.com/tpu/docs/v6e", ("TPU v6 lite",)),
     "h100": Chip("NVIDIA H100 80GB HBM3", "gpu", 989e12, 81559 * 2 ** 20, 3.35e12, 450e9, 400e9 / 8,
-                 "NVIDIA H100 Tensor Core GPU data sheet (SXM)"),
+                 "NVIDIA H100 Tensor Core GPU data sheet (SXM)", ("H100",)),
     "h200": Chip("NVIDIA H200", "gpu", 989e12, 143771 * 2 ** 20, 4.8e12, 450e9, 400e9 / 8,
-                 "NVIDIA H200 Tensor Core GPU data sheet (SXM)"),
+                 "NVIDIA H200 Tensor Core GPU data sheet (SXM)", ("H200",)),
     "a100": Chip("NVIDIA A100-SXM4-80GB", "gpu", 312e12, 81920 * 2 ** 20, 2.039e12, 300e9, 200e9 / 8,
-                 "NVIDIA A100 Tensor Core GPU data sheet (SXM 80 GB)"),
+                 "NVIDIA A100 Tensor Core GPU data sheet (SXM 80 GB)", ("A100",)),
 }
+
+def chip_of_device_kind(device_kind: str) -> Optional[Chip]:
+  """The chip a jax.Device.device_kind names ("TPU v5 lite", "NVIDIA H100 80GB HBM3"), or None."""
+  names = lambda chip: (chip.name.lower(), *(k.lower() for k in chip.device_kinds))
+  kind = device_kind.lower()
+  exact = [chip for chip in CHIPS.values() if kind in names(chip)]
+  # GPUs by their model within longer names ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB").
+  within = [chip for chip in CHIPS.values() if chip.platform == "gpu" and any(n in kind for n in names(chip))]
+  return (exact or within or [None])[0]
+
 
 # What XLA's GPU compiler needs to know of a device (a GpuTargetConfigProto), from the CUDA
 # programming guide's per-architecture limits and the data sheets: SMs, shared memory per SM and
@@ -117,7 +129,7 @@ class Target:
     if self.platform == "tpu":
       _quiet_libtpu()
       try:
-        import libtpu  # noqa: F401  (only to say which package is missing)
+        importlib.import_module("libtpu")  # only to say which package is missing
       except ImportError:
         raise errors.ConfigError(f"compiling for {self.name} needs libtpu: pip install 'distilbert_jax[tpu]' "
                                  "(or libtpu)") from None
@@ -131,7 +143,7 @@ class Target:
                                               **kwargs)
     else:
       try:
-        import jax_plugins.xla_cuda12  # noqa: F401
+        importlib.import_module("jax_plugins.xla_cuda12")
       except ImportError:
         raise errors.ConfigError(f"compiling for {self.name} needs the CUDA plugin: pip install "
                                  "'distilbert_jax[cuda]' (or jax-cuda12-pjrt)") from None

@@ -29,9 +29,9 @@ TARGETS = ("v5e-256", "v4-32", "v5p-128", "v6e-64", "h100x8")
 MESHES = {"data": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=1, fsdp=-1, tensor=1),
           "tensor": dict(data=-1, fsdp=1, tensor=4)}
 # Priority order: every target once on the data-only mesh first, so that a partial run is a table.
-ROWS = ([("distill", t, "data") for t in TARGETS] + [("glue", t, "data") for t in TARGETS]
-        + [("distill", t, "fsdp") for t in TARGETS] + [("distill", t, "tensor") for t in TARGETS]
-        + [("glue", t, "fsdp") for t in TARGETS])
+ROWS = ([("distill", t, "data") for t in TARGETS] + [("distill", t, "fsdp") for t in TARGETS]
+        + [("glue", t, "data") for t in TARGETS] + [("distill", t, "tensor") for t in TARGETS]
+        + [("glue", t, mesh) for mesh in ("fsdp", "tensor") for t in TARGETS])
 
 
 def bert_base_dir(parent: Path) -> str:
@@ -97,6 +97,23 @@ def table(rows: list) -> str:
   return "\n".join(lines)
 
 
+def best_meshes(rows: list) -> str:
+  """Per job and target, the mesh with the shortest roofline step among those that fit."""
+  lines = ["| job | target | best mesh | memory / device GiB | roofline step ms | tokens/s bound | "
+           "paper's 3 epochs h |", "|---|---|---|---|---|---|---|"]
+  for job in ("distill", "glue"):
+    for target in TARGETS:
+      fitting = [r for r in rows if r["job"] == job and r["target"] == target and r.get("fits")]
+      if not fitting:
+        continue
+      r = min(fitting, key=lambda r: r["step_time_lower_bound_s"])
+      hours = f"{r['paper_hours_lower_bound']:,.1f}" if job == "distill" else "-"
+      lines.append(f"| {job} | {target} | {r['mesh_kind']} {'x'.join(str(v) for v in r['mesh'].values())} | "
+                   f"{gib(r['per_device_bytes']['total'])} | {r['step_time_lower_bound_s'] * 1e3:,.1f} | "
+                   f"{r['tokens_per_second_upper_bound']:,.0f} | {hours} |")
+  return "\n".join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="Directory of the rows' JSON files (kept between runs).")
@@ -128,6 +145,8 @@ def main():
   done = [json.loads((out / f"{j}_{t}_{m}.json").read_text()) for j, t, m in ROWS
           if (out / f"{j}_{t}_{m}.json").exists()]
   print(table(done))
+  print()
+  print(best_meshes(done))
 
 
 if __name__ == "__main__":

@@ -152,6 +152,15 @@ def test_target_names_give_the_slices_cloud_tpu_and_gpu_machines_have():
       targets.parse_target(bad)
 
 
+def test_device_kinds_name_the_chips_of_the_table():
+  chip = lambda kind: targets.chip_of_device_kind(kind)
+  assert chip("TPU v5 lite") is targets.CHIPS["v5e"] and chip("TPU v5") is targets.CHIPS["v5p"]
+  assert chip("TPU v6 lite") is targets.CHIPS["v6e"] and chip("TPU v4") is targets.CHIPS["v4"]
+  assert chip("NVIDIA H100 80GB HBM3") is targets.CHIPS["h100"] and chip("cpu") is None
+  devices = targets.parse_target("v5p-8").devices()
+  assert chip(devices[0].device_kind) is targets.CHIPS["v5p"]
+
+
 def test_without_libtpu_the_compile_names_the_package_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, "libtpu", None)  # import libtpu -> ImportError
   with pytest.raises(errors.ConfigError, match=r"needs libtpu: pip install 'distilbert_jax\[tpu\]'"):

@@ -137,4 +137,5 @@ def resolve_attention_impl(name: str, backend: Optional[str] = None) -> str:
 
 
 __all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict",
-           "cpu_has_native_bfloat16", "get_model", "resolve_attention_impl", "resolve_dtype", "HEAD_NAMES", "bert", "distilbert"]
+           "cpu_has_native_bfloat16", "get_model", "resolve_attention_impl", "resolve_dtype", "HEAD_NAMES", "bert",
+           "distilbert"]
