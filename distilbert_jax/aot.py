@@ -189,7 +189,7 @@ def fit_batch(config: ml_collections.ConfigDict, target: targets.Target) -> tupl
 
 def format_report(report: dict) -> str:
   """The report as the aligned table the command prints."""
-  gib = lambda b: f"{b / 2 ** 30:.2f} GiB"
+  gib = lambda b: f"{b / 2 ** 30:.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:.1f} MiB"
   m = report["per_device_bytes"]
   rows = [
       ("target", f"{report['target']} ({report['devices']} x {report['chip']})"),
@@ -208,7 +208,8 @@ def format_report(report: dict) -> str:
       ("roofline", ", ".join(f"{k} {v * 1e3:,.1f} ms" for k, v in report["roofline_seconds"].items())
                    + f": step >= {report['step_time_lower_bound_s'] * 1e3:,.1f} ms ({report['bound_by']})"),
       ("upper bounds", f"MFU {report['mfu_upper_bound']:.1%}, {report['tokens_per_second_upper_bound']:,.0f} "
-                       f"tokens/s, the paper's 3 epochs in >= {report['paper_hours_lower_bound']:,.1f} h"),
+                       "tokens/s" + (f", the paper's 3 epochs in >= {report['paper_hours_lower_bound']:,.1f} h"
+                                     if report["job"] == "distill" else "")),
       ("compile", f"{report['compile_seconds']:.1f} s (jax {report['jax_version']}, libtpu "
                   f"{report['libtpu_version']}, CUDA plugin {report['cuda_plugin_version']})"),
   ]
