@@ -220,6 +220,26 @@ def _add_metrics(window, metrics):
   return jax.tree.map(jnp.add, window, metrics)
 
 
+def window_to_json(window, seconds: float) -> Optional[dict]:
+  """The open logging window as JSON for the checkpoint: float32 sums written exactly (a float32
+  is a double exactly), so that a resumed run logs what an uninterrupted one would."""
+  if window is None:
+    return None
+  host = jax.device_get(window)
+  return {"mean": {k: [float(s), float(c)] for k, (s, c) in host["mean"].items()},
+          "total": {k: float(v) for k, v in host["total"].items()}, "seconds": seconds}
+
+
+def window_from_json(stored: Optional[dict]) -> tuple:
+  """(the window as the step returns it, its seconds so far), or (None, 0.0)."""
+  if not stored:
+    return None, 0.0
+  f32 = lambda x: jnp.asarray(np.float32(x))
+  window = {"mean": {k: (f32(s), f32(c)) for k, (s, c) in stored["mean"].items()},
+            "total": {k: f32(v) for k, v in stored["total"].items()}}
+  return window, float(stored["seconds"])
+
+
 def normalise_metrics(window) -> dict:
   """{"mean": {k: (sum, count)}, "total": {k: v}} on the host -> {k: float}."""
   out = {k: float(s) / float(c) for k, (s, c) in window["mean"].items() if float(c) > 0}
@@ -397,10 +417,14 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
   abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 state, state_shardings)
   restored = checkpoints.restore(abstract_state)
-  start_step = 0
+  start_step, window, window_seconds = 0, None, 0.0
   if restored is not None:
     state, data_state = restored
-    job.iterator.set_state(data_state)
+    if "iterator" not in data_state:  # a checkpoint written before the window was kept in it
+      data_state = {"iterator": data_state}
+    job.iterator.set_state(data_state["iterator"])
+    # The logging window that was open when the checkpoint was written goes on where it stopped.
+    window, window_seconds = window_from_json(data_state.get("metrics_window"))
     start_step = int(state.step)
     logging.info("resumed from step %d", start_step)
   best = _Best(workdir, job.best_metric, is_main) if job.evaluate else None
@@ -410,7 +434,8 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
   progress = _progress_bar(job.num_steps, start_step, is_main and t.progress_bar)
   n_devices = jax.device_count()
   examples_seen = start_step * t.batch_size
-  accelerator_seconds, window, window_start, last = 0.0, None, time.perf_counter(), {}
+  accelerator_seconds, last = 0.0, {}
+  window_start = time.perf_counter() - window_seconds
   lengths_seen = set()
   with _StopSignals() as stop:
     for step in range(start_step + 1, job.num_steps + 1):
@@ -425,7 +450,8 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
       is_last = step == job.num_steps
       signum = stop.agreed()
       save = step % t.checkpoint_every == 0 or is_last or signum is not None
-      log = step % t.log_every == 0 or is_last or signum is not None
+      # A stop between logging steps logs nothing: the checkpoint carries the open window.
+      log = step % t.log_every == 0 or is_last
       if log or save:
         values = normalise_metrics(jax.device_get(window))
         if values["skipped_steps"] > 0:  # logged (the finite steps' means and the count), then stop
@@ -456,7 +482,8 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
                              tok_s=f"{last['tokens_per_second']:,.0f}")
         window, window_start = None, time.perf_counter()
       if save:  # asynchronous: training goes on while the checkpoint is written
-        checkpoints.save(step, state, job.iterator.get_state())
+        checkpoints.save(step, state, {"iterator": job.iterator.get_state(), "metrics_window": window_to_json(
+            window, time.perf_counter() - window_start)})
       if signum is not None and not is_last:
         checkpoints.close()
         progress.close()

@@ -144,6 +144,42 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes_bit_identically
   assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(1, 41))
 
 
+def test_sigterm_between_logging_steps_resumes_with_every_logged_value_bit_identical(tmp_path, tiny_config,
+                                                                                     monkeypatch):
+  config = tiny_config(**{"train.num_steps": 20, "train.log_every": 4, "train.checkpoint_every": 1000})
+  reference = tmp_path / "reference"
+  train.train_and_evaluate(config, str(reference))
+
+  class SignalledAt13:  # the batch iterator, which sends SIGTERM while step 13 is prepared
+    def __init__(self, iterator):
+      self.iterator, self.served = iterator, 0
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      self.served += 1
+      if self.served == 13:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return next(self.iterator)
+
+    def __getattr__(self, name):
+      return getattr(self.iterator, name)
+
+  from distilbert_jax import distill
+  make = distill.input_pipeline.make_batch_iterator
+  monkeypatch.setattr(distill.input_pipeline, "make_batch_iterator", lambda *a, **k: SignalledAt13(make(*a, **k)))
+  workdir = tmp_path / "preempted"
+  with pytest.raises(train.Preempted, match="SIGTERM at step 13"):
+    train.train_and_evaluate(config, str(workdir))
+  assert [m["step"] for m in read_metrics(workdir)] == [4, 8, 12]  # nothing logged at step 13
+  monkeypatch.undo()
+  train.train_and_evaluate(config, str(workdir))
+  assert [m["step"] for m in read_metrics(workdir)] == [4, 8, 12, 16, 20]
+  # Step 16's window spans the stop (steps 13-16): carried in the checkpoint, it averages all four.
+  assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=(4, 8, 12, 16, 20))
+
+
 def _damage(checkpoint_dir: Path, how: str):
   files = sorted(p for p in checkpoint_dir.rglob("*") if p.is_file() and p.stat().st_size > 0)
   if how == "truncate":  # every array file, to half its size
