@@ -38,6 +38,10 @@ LOGICAL_AXIS_RULES = (
     ("classes", None),
     ("layers", None),
     ("length", None),
+    # Activations [batch, length, hidden] (models/layers.py ACTIVATION_AXES): rows on the batch
+    # axes, the rest whole.
+    ("activation_length", None),
+    ("activation_embed", None),
 )
 
 

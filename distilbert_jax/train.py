@@ -169,6 +169,11 @@ def make_train_step(job: Job, tx, schedule, mesh, grad_accum_steps: int):
   micro_sharding = sharding.NamedSharding(mesh, sharding.P(None, sharding.BATCH_AXES))
 
   def step(state: TrainState, frozen_params, batch):
+    # The models' activation constraints (models/layers.py) bind to this mesh while tracing.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+      return _step(state, frozen_params, batch)
+
+  def _step(state: TrainState, frozen_params, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     prepare_rng, dropout_rng = jax.random.split(rng)
     batch = job.prepare(batch, prepare_rng)

@@ -8,8 +8,8 @@ Each row runs `aot.compile_step` (what `distilbert-jax compile` runs) on:
   distill  configs/distilbert_base.py: a BERT-base teacher (bert-base-uncased's config.json:
            no weights are needed), the DistilBERT student, 4,096 x 512 tokens in 8 micro-batches,
            dtypes "auto" (bfloat16 on accelerators)
-  glue     configs/glue.py on RTE with BERT-base, 128 tokens; the batch is raised from 32 to one
-           sequence per device where the slice has more devices than 32
+  glue     configs/glue.py on RTE with BERT-base, 128 tokens (the `finetune` rows); the batch is
+           raised from 32 to one sequence per device where the slice has more devices than 32
 GPU rows need the CUDA plugin (`pip install 'distilbert_jax[cuda]'`); without it they are
 skipped and say so.
 """
@@ -68,7 +68,7 @@ def run_row(job: str, target_name: str, mesh: str, parent: Path) -> dict:
   from distilbert_jax import aot, errors, targets
   target = targets.parse_target(target_name)
   bert_dir = bert_base_dir(parent, 30720 if mesh.endswith("vocab128") else 30522)
-  row = dict(job=job, target=target_name, mesh_kind=mesh)
+  row = dict(job="distill" if job == "distill" else "finetune", target=target_name, mesh_kind=mesh)
   try:
     row.update(aot.compile_step(make_config(job, target, mesh, bert_dir), target))
   except aot.DoesNotFit as e:
@@ -107,7 +107,7 @@ def best_meshes(rows: list) -> str:
   """Per job and target, the mesh with the shortest roofline step among those that fit."""
   lines = ["| job | target | best mesh | memory / device GiB | roofline step ms | tokens/s bound | "
            "paper's 3 epochs h |", "|---|---|---|---|---|---|---|"]
-  for job in ("distill", "glue"):
+  for job in ("distill", "finetune"):
     for target in TARGETS:
       fitting = [r for r in rows if r["job"] == job and r["target"] == target and r.get("fits")]
       if not fitting:
@@ -141,7 +141,7 @@ def main():
         try:
           row = run_row(job, target, mesh, Path(tmp))
         except Exception:  # a compiler failure is a result of this table too
-          row = dict(job=job, target=target, mesh_kind=mesh, skipped=True,
+          row = dict(job="distill" if job == "distill" else "finetune", target=target, mesh_kind=mesh, skipped=True,
                      error=traceback.format_exc().strip().splitlines()[-1][:300])
         tmp_path = path.with_suffix(".json.tmp")
         tmp_path.write_text(json.dumps(row, indent=2) + "\n")

@@ -113,11 +113,13 @@ class BertLayer(layers.Module):
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     """hidden: [batch, length, hidden] -> (hidden, (hidden or None, probs or None))."""
     c = self.config
+    hidden = layers.constrain_activation(hidden)
     attention = BertAttention(**self.kw, name="attention")
     attn_out, probs = attention(hidden, attention_mask, deterministic, output_attentions)
     x = _DenseScope(**self.kw, features=c.intermediate_size, axes=("embed", "mlp"), activation=c.hidden_act,
                     name="intermediate")(attn_out)
-    out = BertResidualOutput(**self.kw, in_axis="mlp", name="output")(x, attn_out, deterministic)
+    out = layers.constrain_activation(
+        BertResidualOutput(**self.kw, in_axis="mlp", name="output")(x, attn_out, deterministic))
     return out, (out if output_hidden_states else None, probs)
 
 

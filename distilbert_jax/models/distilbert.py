@@ -125,11 +125,12 @@ class TransformerBlock(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     """hidden: [batch, length, dim] -> (hidden, (hidden or None, probs or None))."""
+    hidden = layers.constrain_activation(hidden)
     sa_output, probs = MultiHeadSelfAttention(**self.kw, name="attention")(
         hidden, attention_mask, deterministic, output_attentions)
     sa_output = self.layer_norm("sa_layer_norm")(sa_output + hidden)
     ffn_output = FFN(**self.kw, name="ffn")(sa_output, deterministic)
-    out = self.layer_norm("output_layer_norm")(ffn_output + sa_output)
+    out = layers.constrain_activation(self.layer_norm("output_layer_norm")(ffn_output + sa_output))
     return out, (out if output_hidden_states else None, probs)
 
 
