@@ -472,15 +472,28 @@ def _read_config(directory: Path, **overrides) -> tuple[dict, models.ModelConfig
     raise ConversionError(f"{config_file}: {str(e).splitlines()[0]}") from e
 
 
+def read_model_config(path) -> models.ModelConfig:
+  """The model config of a Hugging Face directory or ours, from its config.json alone."""
+  return _read_config(Path(path).expanduser())[1]
+
+
 def _restore_flax_params(params_dir: Path):
   import orbax.checkpoint as ocp
-  try:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      metadata = checkpointer.metadata(params_dir).item_metadata.tree
-      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-      return checkpointer.restore(params_dir, restore_args=restore_args)
-  except Exception as e:  # orbax raises many types for a broken checkpoint
-    raise ConversionError(f"{params_dir}: unreadable orbax checkpoint ({_one_line(e)})") from e
+  if not params_dir.is_dir():
+    raise ConversionError(f"{params_dir}: missing parameter directory")
+  # orbax refuses relative paths (and its metadata call then returns None instead of raising).
+  absolute = params_dir.absolute()
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    # orbax returns no metadata when its files are missing or unreadable.
+    metadata = checkpointer.metadata(absolute).item_metadata
+    if metadata is None:
+      raise ConversionError(f"{params_dir}: unreadable orbax checkpoint (its metadata files are missing or corrupt)")
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
+    try:
+      return checkpointer.restore(absolute, restore_args=restore_args)
+    except (OSError, ValueError) as e:  # what tensorstore raises for missing and truncated array files
+      reason = _one_line(e).split(" [tensorstore_spec")[0]  # the spec is a page of JSON
+      raise ConversionError(f"{params_dir}: unreadable orbax checkpoint ({reason})") from e
 
 
 def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
@@ -491,7 +504,7 @@ def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, 
   attention_impl="dot_product", num_labels=3, ...). params are numpy arrays in param_dtype, in
   the layout config.scan_layers names. init_missing_heads=True initialises (from rng) the pooler
   and head parameters a checkpoint lacks, e.g. to fine-tune a base model into a classifier."""
-  directory = Path(path)
+  directory = Path(path).expanduser()
   hf_config, config = _read_config(directory, **config_overrides)
   if head not in models.HEADS_BY_TYPE[config.model_type]:
     raise ConversionError(f"{directory}: head {head!r} does not exist for {config.model_type}; "
@@ -505,7 +518,7 @@ def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, 
     params = state_dict_to_params(read_hf_state_dict(directory), config, head, source=str(directory), **fit_kwargs)
   model = models.get_model(config, head, dtype=dtype, param_dtype=param_dtype)
   # Flax modules are frozen dataclasses; an attribute that is not a field changes no equality.
-  object.__setattr__(model, SOURCE_ATTR, str(directory))
+  object.__setattr__(model, SOURCE_ATTR, str(directory.absolute()))
   return model, params
 
 

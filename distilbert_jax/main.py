@@ -12,6 +12,7 @@ Problems a user can fix (errors.Error) print one line and exit with status 2; a 
 SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -90,17 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args, overrides):
   config = configuration.load(args.config)
   configuration.apply_overrides(config, overrides)
-  return config
+  return configuration.resolve_paths(config)
 
 
 def _workdir(path: str) -> Path:
-  workdir = Path(path)
+  """--workdir made absolute and checked; the run creates it once its data has been read."""
+  workdir = Path(path).expanduser().absolute()
   if workdir.exists() and not workdir.is_dir():
-    raise errors.ConfigError(f"{workdir}: --workdir exists and is not a directory")
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise errors.ConfigError(f"{workdir}: cannot create the work directory ({e.strerror})") from e
+    raise errors.ConfigError(f"{path}: --workdir exists and is not a directory")
+  existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+  if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    raise errors.ConfigError(f"{path}: cannot create the work directory ({existing} is not a writable directory)")
   return workdir
 
 
