@@ -459,6 +459,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"{m.path}: no such directory (model.path)")
   if config.teacher.path and not os.path.isdir(config.teacher.path):
     raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  for path in filter(None, (m.path, config.teacher.path)):
+    input_pipeline.check_lengths(d, convert.read_model_config(path).max_position_embeddings, path)
   if not config.teacher.path and (l.alpha_kd > 0 or l.alpha_hidden > 0) and l.alpha_task <= 0:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
   if d.source not in ("dir", "tfds"):
