@@ -253,11 +253,13 @@ def _fit_params(flat: dict, config, head: str, *, init_missing_heads: bool, rng:
   missing, unused, bad = _compare(flat, expected)
   unexpected = [p for p in unused if not _droppable_path(config, head, p)]
   dropped = [p for p in unused if _droppable_path(config, head, p) and "pooler" not in p]
+  # Warnings name parameters as Hugging Face does, as state_dict_to_params' warnings do.
+  hf_names = lambda paths: sorted(_hf_name(p)[0] for p in paths)
   if dropped:
-    log.warning("%s: weights unused by the %s head dropped: %s", source, head, _join(dropped))
+    log.warning("%s: weights unused by the %s head dropped: %s", source, head, hf_names(dropped))
   initialisable = bool(missing) and all(_is_head_path(config, head, p) for p in missing)
   if init_missing_heads and initialisable:  # never inside the layer stack, so in either layout
-    log.warning("%s: newly initialised (train them before use): %s", source, _join(missing))
+    log.warning("%s: newly initialised (train them before use): %s", source, hf_names(missing))
     fresh = _fresh_params(config, head, param_dtype, rng)
     flat = {**flat, **{p: fresh[p] for p in missing}}
     missing = []
@@ -529,15 +531,20 @@ def _head_of(model) -> str:
   return next(h for h, cls in heads.items() if type(model) is cls)
 
 
+def _check_output(out_dir: Path, overwrite: bool, remedy: str) -> None:
+  """An existing output that is not an empty directory needs overwrite."""
+  empty_dir = out_dir.is_dir() and not any(out_dir.iterdir())
+  if out_dir.exists() and not (overwrite or empty_dir):
+    raise ConversionError(f"{out_dir}: output directory exists and is not empty; {remedy}")
+
+
 @contextlib.contextmanager
 def _atomic_directory(out_dir, overwrite: bool):
   """Yields a temporary sibling of out_dir to fill; renames it into place only on success. An
   existing empty directory is filled (replaced by the full one), as transformers' save_pretrained
   does; anything else already there needs overwrite=True."""
-  out_dir = Path(out_dir).absolute()
-  empty_dir = out_dir.is_dir() and not any(out_dir.iterdir())
-  if out_dir.exists() and not (overwrite or empty_dir):
-    raise ConversionError(f"{out_dir}: output directory exists (pass overwrite=True to replace it)")
+  out_dir = Path(out_dir).expanduser().absolute()
+  _check_output(out_dir, overwrite, "pass overwrite=True to replace it")
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
   try:
@@ -566,6 +573,9 @@ def _copy_tokenizer(model, tokenizer_dir, out: Path) -> None:
 def _hf_config_dict(config, head: str, include_compile_fields: bool) -> dict:
   d = model_layers.config_to_hf_dict(config, include_compile_fields=include_compile_fields)
   d["architectures"] = [architecture_name(config, head)]
+  if head == "sequence_classification" and config.num_labels == 1:
+    # One output is a regression head (STS-B); transformers' pipelines and losses read it here.
+    d["problem_type"] = "regression"
   return d
 
 
@@ -602,6 +612,7 @@ def convert_main(to: str, src: str, dst: str, head: Optional[str] = None, *, ove
   if to not in ("flax", "pytorch"):
     raise ConversionError(f"convert: --to must be 'flax' or 'pytorch', got {to!r}")
   hf_config, _ = _read_config(Path(src))
+  _check_output(Path(dst), overwrite, "add --overwrite to replace it")
   is_flax = FLAX_HEAD_KEY in hf_config
   if (to == "flax") == is_flax:
     kind = "our Flax directory" if is_flax else "a Hugging Face directory"
