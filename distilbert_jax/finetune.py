@@ -20,8 +20,10 @@ kept in WORKDIR/best and exported to WORKDIR/export with their predictions and e
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging as pylogging
 import math
 import os
 from pathlib import Path
@@ -215,12 +217,16 @@ def model_kwargs(model, batch) -> dict:
   return kw
 
 
-def build_student(config, head: str, label_names, num_outputs: int, seed: int):
+def build_student(config, head: str, label_names, num_outputs: int, seed: int, resuming: bool = False):
   """(model, float32 params) of the model to fine-tune, from config.model.path: all of it, or
   only `config.model.layers` of its layers (a student initialised from a teacher, as
   convert.student_from_teacher; the task head comes along when the model has one that fits). A
   head that does not fit the task (another number of labels) is an error unless
-  config.model.reinit_head, which initialises it afresh with a warning."""
+  config.model.reinit_head, which initialises it afresh with a warning. resuming: the trained
+  parameters come from a checkpoint, so convert's warnings about new heads would mislead."""
+  if resuming:
+    with _quiet_logger(convert.log):
+      return build_student(config, head, label_names, num_outputs, seed)
   m = config.model
   id2label = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(num_outputs))
   dtype = models.resolve_dtype(m.dtype)
@@ -256,6 +262,23 @@ def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   body = "bert" if base.config.model_type == "bert" else "distilbert"
   params[body] = {k: base_params[k] if k in base_params else v for k, v in params[body].items()}
   return model, _float32(params)
+
+
+@contextlib.contextmanager
+def _quiet_logger(logger):
+  """`logger`'s warnings left out while the block runs."""
+  level = logger.level
+  logger.setLevel(pylogging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def has_checkpoints(workdir: Path) -> bool:
+  """Whether a run in `workdir` resumes (orbax names each checkpoint by its step)."""
+  directory = Path(workdir) / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def _float32(params):
@@ -501,7 +524,8 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   head = head_for(config.task)
   kind = "squad" if is_squad(config.task) else ("regression" if data.task.is_regression else "classification")
   num_outputs = 2 if kind == "squad" else data.task.num_outputs
-  student, params = build_student(config, head, data.label_names, num_outputs, t.seed)
+  student, params = build_student(config, head, data.label_names, num_outputs, t.seed,
+                                  resuming=has_checkpoints(workdir))
   teacher, teacher_params = build_teacher(config, head, num_outputs)
   layer_map = tuple(tuple(p) for p in config.loss.hidden_layer_map)
   if not layer_map and config.loss.alpha_hidden > 0 and teacher is not None:

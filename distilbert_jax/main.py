@@ -105,6 +105,14 @@ def _workdir(path: str) -> Path:
   return workdir
 
 
+def _print_metrics(result: dict) -> None:
+  """The final evaluation's metrics (of the exported model when there is one), one line each."""
+  prefix = "final_eval_" if any(k.startswith("final_eval_") for k in result) else "eval_"
+  for name, value in result.items():
+    if name.startswith(prefix):
+      print(f"{name[len(prefix):]}: {value:.4f}" if isinstance(value, float) else f"{name[len(prefix):]}: {value}")
+
+
 def main(argv) -> int:
   parser = build_parser()
   overrides, rest = configuration.split_overrides(argv)
@@ -130,7 +138,7 @@ def main(argv) -> int:
     config = _config(args, overrides)
     if config.get("job") != "finetune":
       raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
-    train.train_and_evaluate(config, str(_workdir(args.workdir)))
+    _print_metrics(train.train_and_evaluate(config, str(_workdir(args.workdir))))
   elif args.command == "evaluate":
     from distilbert_jax import finetune
     finetune.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,
