@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "squad, squad_v2 or custom.")
   p.add_argument("--data", required=True, help="GLUE_DIR, tfds, a SQuAD JSON file or (custom) a .tsv/.csv/.jsonl.")
   p.add_argument("--split", help="Only this split (e.g. dev_matched).")
-  p.add_argument("--max-length", type=int, default=128, help="Tokens per example (SQuAD: 384).")
+  p.add_argument("--max-length", type=int,
+                 help="Tokens per example (default 128, SQuAD 384; at most the model's positions).")
   p.add_argument("--batch-size", type=int, default=64, help="Examples per evaluation batch.")
   p.add_argument("--text-columns", default="text", help="custom: comma-separated text column(s).")
   p.add_argument("--label-column", default="label", help="custom: the label column.")
