@@ -508,6 +508,13 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
     logging.info("Token cache %s reused.", final_path)
     return TokenCache(final_path)
 
+  # The directories this build creates, outermost first: a failed build takes them away again,
+  # so that bad data leaves no trace (not even an empty WORKDIR/token_cache).
+  created = []
+  directory = os.path.abspath(cache_dir)
+  while not os.path.exists(directory):
+    created.insert(0, directory)
+    directory = os.path.dirname(directory)
   os.makedirs(cache_dir, exist_ok=True)
   tmp_path = tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir)
   try:
@@ -539,6 +546,11 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
             f"{final_path}: exists but is not a complete token cache, delete it") from None
   except BaseException:
     shutil.rmtree(tmp_path, ignore_errors=True)
+    for directory in reversed(created):
+      try:
+        os.rmdir(directory)  # only while empty: another process may have filled it meanwhile
+      except OSError:
+        break
     raise
   cache = TokenCache(final_path)
   logging.info("Token cache %s built: %s", final_path, cache.stats)
