@@ -421,18 +421,25 @@ def _one_line(error: Exception) -> str:
 
 
 def _read_weight_file(path: Path) -> dict[str, np.ndarray]:
+  if path.suffix == ".safetensors":
+    from safetensors.numpy import load_file
+    read = lambda: load_file(str(path))
+  elif path.suffix == ".msgpack":
+    from flax import serialization
+    read = lambda: serialization.msgpack_restore(path.read_bytes())
+  else:
+    import torch  # only PyTorch's own format needs it
+    read = lambda: torch.load(str(path), weights_only=True, map_location="cpu")
+  # Only the reader is inside: what our own code raises afterwards is no broken file.
   try:
-    if path.suffix == ".safetensors":
-      from safetensors.numpy import load_file
-      return load_file(str(path))
-    if path.suffix == ".msgpack":
-      from flax import serialization
-      return flax_tree_to_state_dict(serialization.msgpack_restore(path.read_bytes()))
-    import torch
-    state = torch.load(str(path), weights_only=True, map_location="cpu")
-    return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in state.items()}
+    stored = read()
   except Exception as e:  # safetensors, pickle, torch and msgpack each raise their own types
     raise ConversionError(f"{path}: corrupt or truncated weights file ({_one_line(e)})") from e
+  if path.suffix == ".safetensors":
+    return stored
+  if path.suffix == ".msgpack":
+    return flax_tree_to_state_dict(stored)
+  return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in stored.items()}
 
 
 def read_hf_state_dict(directory) -> dict[str, np.ndarray]:

@@ -598,3 +598,16 @@ def test_a_student_of_chosen_layers_names_its_new_parameters_as_pytorch_does(cap
                                  student_head="sequence_classification")
   assert "newly initialised" in caplog.text and "'classifier.weight'" in caplog.text
   assert "classifier/kernel" not in caplog.text
+
+
+def test_a_weights_file_is_called_corrupt_only_when_its_reader_fails(tmp_path, monkeypatch):
+  path = tmp_path / "flax_model.msgpack"
+  path.write_bytes(serialization.msgpack_serialize({"a": np.ones(2, np.float32)}))
+  def bug(tree):
+    raise TypeError("a bug of ours, after the file was read")
+  monkeypatch.setattr(convert, "flax_tree_to_state_dict", bug)
+  with pytest.raises(TypeError, match="a bug of ours"):
+    convert._read_weight_file(path)
+  path.write_bytes(b"\x00not msgpack")
+  with pytest.raises(convert.ConversionError, match="flax_model.msgpack: corrupt or truncated weights file"):
+    convert._read_weight_file(path)
