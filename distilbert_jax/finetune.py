@@ -411,8 +411,9 @@ class Evaluator:
       outs = self.outputs(params, eval_set)
       if self._is_span():
         s = self.config.squad
-        # Data with unanswerable questions is v2.0 data, whatever the task's name or the flag say.
-        version_2 = s.version_2 or squad.has_unanswerable(eval_set.examples)
+        # The task squad_v2, the flag, or data with unanswerable questions: each means v2.0.
+        version_2 = (s.version_2 or _task_name(self.data).lower().endswith(("v2", "v2.0"))
+                     or squad.has_unanswerable(eval_set.examples))
         answers = squad.postprocess(eval_set.examples, eval_set.features, outs[0], outs[1],
                                     n_best_size=s.n_best_size, max_answer_length=s.max_answer_length,
                                     version_2=version_2, null_score_diff_threshold=s.null_score_diff_threshold)
