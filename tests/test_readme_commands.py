@@ -34,6 +34,13 @@ def relative(path, cwd) -> str:
   return os.path.relpath(path, cwd)
 
 
+def strict_json(path: Path):
+  """The file's JSON, refusing NaN and Infinity, which JSON does not have."""
+  def refuse(constant):
+    raise ValueError(f"{path}: {constant} is not JSON")
+  return json.loads(path.read_text(), parse_constant=refuse)
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
   """The user's fresh working directory."""
@@ -124,29 +131,24 @@ FINETUNE = ["--config.task=custom", "--config.data.train=train.csv", "--config.d
             "--config.train.progress_bar=false"]
 
 
-@pytest.fixture(scope="module")
-def spam_run(home, tiny_bert):
-  """(cwd, the finetune command, its first and second (resumed) results) of the README's
-  fine-tuning example on the user's own CSV files."""
+def test_finetune_then_resume_then_evaluate_its_export_with_relative_paths(home, tiny_bert):
+  """The README's fine-tuning example on the user's own CSV files, run twice (the second time
+  resuming with more steps), then `evaluate` on its export. One test: each step needs the last."""
+  import transformers
   cwd = home / "spam"
   cwd.mkdir()
   write_spam_data(cwd)
   command = ["finetune", "--config", relative(ROOT / "configs" / "glue.py", cwd),
              f"--config.model.path={relative(tiny_bert, cwd)}", *FINETUNE, "--workdir", "runs/spam"]
-  first = ok(distilbert_jax(*command, "--config.train.num_steps=8", cwd=cwd))
-  first_results = json.loads((cwd / "runs" / "spam" / "eval_results.json").read_text())
-  second = ok(distilbert_jax(*command, "--config.train.num_steps=12", cwd=cwd))
-  return cwd, command, (first, first_results), second
-
-
-def test_finetune_writes_what_the_readme_promises_and_prints_its_metrics(spam_run):
-  import transformers
-  cwd, _, (first, first_results), second = spam_run
   workdir = cwd / "runs" / "spam"
+  first = ok(distilbert_jax(*command, "--config.train.num_steps=8", cwd=cwd))
+  first_results = strict_json(workdir / "eval_results.json")
+  second = ok(distilbert_jax(*command, "--config.train.num_steps=12", cwd=cwd))
+
   for name in ("metrics.jsonl", "best.json", "config.json"):
     assert (workdir / name).is_file(), name
   assert (workdir / "best" / "params").is_dir()
-  results = json.loads((workdir / "eval_results.json").read_text())
+  results = strict_json(workdir / "eval_results.json")
   assert set(results) == {"f1", "accuracy", "num_examples"} and results["num_examples"] == 10
   # The final evaluation, one line each, as eval_results.json holds it.
   for run, expected in ((first, first_results), (second, results)):
@@ -158,23 +160,17 @@ def test_finetune_writes_what_the_readme_promises_and_prints_its_metrics(spam_ru
                                                                                output_loading_info=True)
   assert not any(info.values()) and model.config.id2label == {0: "ham", 1: "spam"}
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert all(np.isfinite(m["loss"]) for m in metrics) and metrics[-1]["step"] == 12
-
-
-def test_a_resumed_finetune_does_not_warn_that_its_head_is_new(spam_run):
-  _, _, (first, _), second = spam_run
+  assert all(np.isfinite(m["loss"]) for m in metrics) and metrics[-1]["step"] == 12  # the long text truncated
+  # The first run initialises the classifier and says so, in PyTorch names; the resumed run takes
+  # it from the checkpoint and says nothing.
   assert "newly initialised" in first.stderr and "classifier.weight" in first.stderr
   assert "newly initialised" not in second.stderr
 
-
-def test_evaluate_scores_the_export_as_finetune_did(spam_run):
-  cwd, _, _, _ = spam_run
   ok(distilbert_jax("evaluate", "--model", "runs/spam/export", "--task", "custom", "--data", "dev.csv",
                     "--out", "evaluated", cwd=cwd))
-  assert (json.loads((cwd / "evaluated" / "eval_results.json").read_text())
-          == json.loads((cwd / "runs" / "spam" / "eval_results.json").read_text()))
+  assert strict_json(cwd / "evaluated" / "eval_results.json") == results
   assert ((cwd / "evaluated" / "predictions" / "dev" / "custom.tsv").read_text()
-          == (cwd / "runs" / "spam" / "predictions" / "dev" / "custom.tsv").read_text())
+          == (workdir / "predictions" / "dev" / "custom.tsv").read_text())
 
 
 # ----------------------------------------------------------------------------- each case of bad or unusual input
@@ -199,13 +195,6 @@ def one_line_error(status, err, *fragments):
   for fragment in fragments:
     assert fragment in lines[0], (fragment, lines[0])
   return lines[0]
-
-
-def strict_json(path: Path):
-  """The file's JSON, refusing NaN and Infinity, which JSON does not have."""
-  def refuse(constant):
-    raise ValueError(f"{path}: {constant} is not JSON")
-  return json.loads(path.read_text(), parse_constant=refuse)
 
 
 @pytest.fixture
@@ -313,8 +302,18 @@ def test_a_regression_export_says_so_and_evaluate_needs_no_regression_flag(user)
   assert strict_json(cwd / "scored" / "eval_results.json") == pytest.approx(finetuned, rel=1e-5, abs=1e-6)
 
 
-def test_evaluate_on_an_unlabelled_glue_test_split_writes_its_submission(spam_run, monkeypatch, capsys):
-  cwd, _, _, _ = spam_run
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory, tiny_bert):
+  """tiny_bert with a new 2-class head, in Hugging Face format (as a fine-tuning export)."""
+  from distilbert_jax import convert
+  model, params = convert.load_pretrained(tiny_bert, head="sequence_classification", init_missing_heads=True)
+  path = tmp_path_factory.mktemp("classifier") / "export"
+  convert.save_pretrained(model, params, path)
+  return path
+
+
+def test_evaluate_on_an_unlabelled_glue_test_split_writes_its_submission(user, tiny_classifier):
+  cwd, _, _, run = user
   rte = cwd / "glue" / "RTE"
   rte.mkdir(parents=True)
   rows = [("A man plays.", "Someone plays."), ("A dog runs.", "A cat sleeps."), ("It rains.", "It is wet.")]
@@ -322,15 +321,14 @@ def test_evaluate_on_an_unlabelled_glue_test_split_writes_its_submission(spam_ru
                                + "".join(f"{i}\t{a}\t{b}\tentailment\n" for i, (a, b) in enumerate(rows)))
   (rte / "test.tsv").write_text("index\tsentence1\tsentence2\n"
                                 + "".join(f"{i}\t{a}\t{b}\n" for i, (a, b) in enumerate(rows)))
-  args = ["evaluate", "--model", "runs/spam/export", "--task", "glue/rte", "--data", "glue", "--split", "test"]
-  status, _, err = typed(monkeypatch, capsys, cwd, *args)
+  args = ["evaluate", "--model", relative(tiny_classifier, cwd), "--task", "glue/rte", "--data", "glue"]
+  status, _, err = run(*args, "--split", "test")
   one_line_error(status, err, "--split test: the test split has no labels to score; add --out DIR")
-  status, out, err = typed(monkeypatch, capsys, cwd, *args, "--out", "submission")
+  status, out, err = run(*args, "--split", "test", "--out", "submission")
   assert status == 0, err
   lines = (cwd / "submission" / "predictions" / "test" / "RTE.tsv").read_text().splitlines()
   assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1", "2"]
   assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
   assert json.loads(out[out.index("{"):]) == {"num_examples": 3}
-  status, _, err = typed(monkeypatch, capsys, cwd, "evaluate", "--model", "runs/spam/export", "--task", "glue/rte",
-                         "--data", "glue", "--split", "validation")
+  status, _, err = run(*args, "--split", "validation")
   one_line_error(status, err, "--split validation: task rte has the splits dev, test")
