@@ -508,6 +508,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                              f"train.grad_accum_steps={t.grad_accum_steps}")
   if not 0 <= d.holdout_fraction < 1:
     raise errors.ConfigError(f"data.holdout_fraction={d.holdout_fraction} must be in [0, 1)")
+  room = d.max_length - d.max_query_length - 3  # [CLS] and two [SEP]
+  if is_squad(config.task) and not 0 < d.doc_stride < room:
+    raise errors.ConfigError(f"data.doc_stride={d.doc_stride} must be below data.max_length={d.max_length} - "
+                             f"data.max_query_length={d.max_query_length} - 3 = {room}, or a window may hold no "
+                             f"new context: lower --config.data.doc_stride or --config.data.max_query_length")
 
 
 # ===================================================================================== job
