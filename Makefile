@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 CUDA_PLUGIN_DIR := $(VENV)/cuda-plugin
 
-.PHONY: setup distill test bench clean
+.PHONY: setup distill test test-fast bench clean
 
 $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ distill: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	CUDA_PLUGIN_DIR=$(CUDA_PLUGIN_DIR) $(BIN)/python -m pytest -n 2 -q tests
+
+# The quick loop: everything but the end-to-end runs marked slow.
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
 
 # The default benchmark run (BENCHMARKS.md): about 10 minutes on 2 CPU cores; writes BENCH.json.
 bench: $(BIN)/.installed

@@ -59,8 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.student.attention_impl = "dot_product"
 
   config.data = ml_collections.ConfigDict()
-  # Source specs: "embedded" (the generated stdlib corpus), "text:GLOB", "jsonl:GLOB:FIELD",
-  # "tsv:PATH:COL1,COL2", "tfds:NAME:SPLIT:FIELD" (see input_pipeline.py).
+  # Source specs: "embedded" (the generated stdlib corpus), a text file's path or "text:GLOB",
+  # "jsonl:GLOB:FIELD", "tsv:PATH:COL1,COL2", "tfds:NAME:SPLIT:FIELD" (see token_cache.py).
   config.data.sources = ("tfds:wikipedia/20230601.en:train:text", "tfds:bookcorpus:train:text")
   # A Hugging Face tokenizer directory; empty = the teacher's directory.
   config.data.tokenizer_dir = ""

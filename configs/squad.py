@@ -3,7 +3,7 @@
   distilbert-jax finetune --config configs/squad.py --config.model.path=MODEL_DIR \
       --config.data.train=train-v1.1.json --config.data.eval=dev-v1.1.json --workdir runs/squad
 
-SQuAD v2.0 (questions without an answer): --config.task=squad_v2 --config.squad.version_2=true.
+SQuAD v2.0 files (questions with is_impossible or no answers) are recognised and scored as v2.0.
 Task distillation (the paper's second step, EM 77.7 -> 79.1 for DistilBERT): add
 --config.teacher.path=FINETUNED_TEACHER --config.loss.alpha_kd=1.0.
 Defaults follow transformers' run_qa.py (3e-5, batch 12 -> 32 here, 2 epochs, length 384, stride

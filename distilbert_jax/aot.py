@@ -27,7 +27,7 @@ from typing import Optional
 import jax
 import ml_collections
 
-from distilbert_jax import errors, hlo_stats, targets, train
+from distilbert_jax import configuration, errors, hlo_stats, targets, train
 
 # The paper's corpus (English Wikipedia and Toronto Book Corpus, about 3.3 billion tokens) seen
 # three times: the training length that the report's `hours` column assumes.
@@ -82,6 +82,7 @@ def compile_step(config: ml_collections.ConfigDict, target: targets.Target, devi
   """Compiles the job's train step for `target`; returns the report (see the module docstring).
   Raises DoesNotFit when the compiler runs out of device memory, or when the compiled step needs
   more than the chip's HBM (GPU compilers do not check)."""
+  config = configuration.resolve_paths(config)
   module = _job_module(config)
   module.check_config(config, data=False)
   devices = devices if devices is not None else target.devices()

@@ -62,7 +62,7 @@ class Checkpoints:
         state, data_state = restored["state"], restored["data"]
         if data_state is None or int(jax.device_get(state.step)) != step:
           raise ValueError("incomplete checkpoint")
-      except Exception as e:  # orbax raises many types for missing and truncated files
+      except (OSError, ValueError) as e:  # what orbax and tensorstore raise for missing and truncated files
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         failures.append(f"step {step}: {reason}")
         logging.warning("checkpoint %s/%d is unreadable (%s); trying the one before", self.directory, step, reason)

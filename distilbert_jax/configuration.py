@@ -8,8 +8,10 @@ tuples and dicts (`--config.data.sources="('text:a.txt',)"`), plain text for str
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,6 +43,39 @@ def load(spec: str) -> ml_collections.ConfigDict:
   config = module.get_config(arg) if arg else module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise errors.ConfigError(f"{path}: get_config() returned {type(config).__name__}, not a ConfigDict")
+  return config
+
+
+# The config fields that name files or directories (those a config lacks are skipped), and the
+# one that holds data source specs. "embedded" names the generated corpus, not a file.
+PATH_FIELDS = ("model.path", "teacher.path", "data.dir", "data.tfds_data_dir", "data.train", "data.eval",
+               "data.test", "data.tokenizer_dir", "data.cache_dir", "mask.token_counts", "eval_heldout")
+SOURCES_FIELD = "data.sources"
+NOT_A_PATH = ("", "embedded")
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose path fields are absolute, relative ones taken from the current
+  directory: resolved once, where the config enters, so that nothing later depends on the
+  working directory (orbax, for one, refuses relative checkpoint paths)."""
+  from distilbert_jax import token_cache
+  config = copy.deepcopy(config)
+
+  def field(name):
+    node, parts = config, name.split(".")
+    for part in parts[:-1]:
+      node = node.get(part)
+      if not isinstance(node, ml_collections.ConfigDict):
+        return None, None
+    return (node, parts[-1]) if parts[-1] in node else (None, None)
+
+  for name in PATH_FIELDS:
+    node, key = field(name)
+    if node is not None and isinstance(node[key], str) and node[key] not in NOT_A_PATH:
+      node[key] = os.path.abspath(os.path.expanduser(node[key]))
+  node, key = field(SOURCES_FIELD)
+  if node is not None and isinstance(node[key], (tuple, list)):
+    node[key] = tuple(s if s in NOT_A_PATH else token_cache.absolute_source(s) for s in node[key])
   return config
 
 

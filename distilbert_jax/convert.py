@@ -253,11 +253,13 @@ def _fit_params(flat: dict, config, head: str, *, init_missing_heads: bool, rng:
   missing, unused, bad = _compare(flat, expected)
   unexpected = [p for p in unused if not _droppable_path(config, head, p)]
   dropped = [p for p in unused if _droppable_path(config, head, p) and "pooler" not in p]
+  # Warnings name parameters as Hugging Face does, as state_dict_to_params' warnings do.
+  hf_names = lambda paths: sorted(_hf_name(p)[0] for p in paths)
   if dropped:
-    log.warning("%s: weights unused by the %s head dropped: %s", source, head, _join(dropped))
+    log.warning("%s: weights unused by the %s head dropped: %s", source, head, hf_names(dropped))
   initialisable = bool(missing) and all(_is_head_path(config, head, p) for p in missing)
   if init_missing_heads and initialisable:  # never inside the layer stack, so in either layout
-    log.warning("%s: newly initialised (train them before use): %s", source, _join(missing))
+    log.warning("%s: newly initialised (train them before use): %s", source, hf_names(missing))
     fresh = _fresh_params(config, head, param_dtype, rng)
     flat = {**flat, **{p: fresh[p] for p in missing}}
     missing = []
@@ -419,18 +421,25 @@ def _one_line(error: Exception) -> str:
 
 
 def _read_weight_file(path: Path) -> dict[str, np.ndarray]:
+  if path.suffix == ".safetensors":
+    from safetensors.numpy import load_file
+    read = lambda: load_file(str(path))
+  elif path.suffix == ".msgpack":
+    from flax import serialization
+    read = lambda: serialization.msgpack_restore(path.read_bytes())
+  else:
+    import torch  # only PyTorch's own format needs it
+    read = lambda: torch.load(str(path), weights_only=True, map_location="cpu")
+  # Only the reader is inside: what our own code raises afterwards is no broken file.
   try:
-    if path.suffix == ".safetensors":
-      from safetensors.numpy import load_file
-      return load_file(str(path))
-    if path.suffix == ".msgpack":
-      from flax import serialization
-      return flax_tree_to_state_dict(serialization.msgpack_restore(path.read_bytes()))
-    import torch
-    state = torch.load(str(path), weights_only=True, map_location="cpu")
-    return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in state.items()}
+    stored = read()
   except Exception as e:  # safetensors, pickle, torch and msgpack each raise their own types
     raise ConversionError(f"{path}: corrupt or truncated weights file ({_one_line(e)})") from e
+  if path.suffix == ".safetensors":
+    return stored
+  if path.suffix == ".msgpack":
+    return flax_tree_to_state_dict(stored)
+  return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in stored.items()}
 
 
 def read_hf_state_dict(directory) -> dict[str, np.ndarray]:
@@ -473,20 +482,28 @@ def _read_config(directory: Path, **overrides) -> tuple[dict, models.ModelConfig
 
 
 def read_model_config(path, **config_overrides) -> models.ModelConfig:
-  """Our config of a model directory from its config.json alone (no weights are read);
-  config_overrides as load_pretrained's."""
-  return _read_config(Path(path), **config_overrides)[1]
+  """Our config of a model directory (Hugging Face or ours) from its config.json alone (no
+  weights are read); config_overrides as load_pretrained's."""
+  return _read_config(Path(path).expanduser(), **config_overrides)[1]
 
 
 def _restore_flax_params(params_dir: Path):
   import orbax.checkpoint as ocp
-  try:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      metadata = checkpointer.metadata(params_dir).item_metadata.tree
-      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-      return checkpointer.restore(params_dir, restore_args=restore_args)
-  except Exception as e:  # orbax raises many types for a broken checkpoint
-    raise ConversionError(f"{params_dir}: unreadable orbax checkpoint ({_one_line(e)})") from e
+  if not params_dir.is_dir():
+    raise ConversionError(f"{params_dir}: missing parameter directory")
+  # orbax refuses relative paths (and its metadata call then returns None instead of raising).
+  absolute = params_dir.absolute()
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    # orbax returns no metadata when its files are missing or unreadable.
+    metadata = checkpointer.metadata(absolute).item_metadata
+    if metadata is None:
+      raise ConversionError(f"{params_dir}: unreadable orbax checkpoint (its metadata files are missing or corrupt)")
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
+    try:
+      return checkpointer.restore(absolute, restore_args=restore_args)
+    except (OSError, ValueError) as e:  # what tensorstore raises for missing and truncated array files
+      reason = _one_line(e).split(" [tensorstore_spec")[0]  # the spec is a page of JSON
+      raise ConversionError(f"{params_dir}: unreadable orbax checkpoint ({reason})") from e
 
 
 def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
@@ -497,7 +514,7 @@ def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, 
   attention_impl="dot_product", num_labels=3, ...). params are numpy arrays in param_dtype, in
   the layout config.scan_layers names. init_missing_heads=True initialises (from rng) the pooler
   and head parameters a checkpoint lacks, e.g. to fine-tune a base model into a classifier."""
-  directory = Path(path)
+  directory = Path(path).expanduser()
   hf_config, config = _read_config(directory, **config_overrides)
   if head not in models.HEADS_BY_TYPE[config.model_type]:
     raise ConversionError(f"{directory}: head {head!r} does not exist for {config.model_type}; "
@@ -511,7 +528,7 @@ def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, 
     params = state_dict_to_params(read_hf_state_dict(directory), config, head, source=str(directory), **fit_kwargs)
   model = models.get_model(config, head, dtype=dtype, param_dtype=param_dtype)
   # Flax modules are frozen dataclasses; an attribute that is not a field changes no equality.
-  object.__setattr__(model, SOURCE_ATTR, str(directory))
+  object.__setattr__(model, SOURCE_ATTR, str(directory.absolute()))
   return model, params
 
 
@@ -522,15 +539,20 @@ def _head_of(model) -> str:
   return next(h for h, cls in heads.items() if type(model) is cls)
 
 
+def _check_output(out_dir: Path, overwrite: bool, remedy: str) -> None:
+  """An existing output that is not an empty directory needs overwrite."""
+  empty_dir = out_dir.is_dir() and not any(out_dir.iterdir())
+  if out_dir.exists() and not (overwrite or empty_dir):
+    raise ConversionError(f"{out_dir}: output directory exists and is not empty; {remedy}")
+
+
 @contextlib.contextmanager
 def _atomic_directory(out_dir, overwrite: bool):
   """Yields a temporary sibling of out_dir to fill; renames it into place only on success. An
   existing empty directory is filled (replaced by the full one), as transformers' save_pretrained
   does; anything else already there needs overwrite=True."""
-  out_dir = Path(out_dir).absolute()
-  empty_dir = out_dir.is_dir() and not any(out_dir.iterdir())
-  if out_dir.exists() and not (overwrite or empty_dir):
-    raise ConversionError(f"{out_dir}: output directory exists (pass overwrite=True to replace it)")
+  out_dir = Path(out_dir).expanduser().absolute()
+  _check_output(out_dir, overwrite, "pass overwrite=True to replace it")
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
   try:
@@ -559,6 +581,9 @@ def _copy_tokenizer(model, tokenizer_dir, out: Path) -> None:
 def _hf_config_dict(config, head: str, include_compile_fields: bool) -> dict:
   d = model_layers.config_to_hf_dict(config, include_compile_fields=include_compile_fields)
   d["architectures"] = [architecture_name(config, head)]
+  if head == "sequence_classification" and config.num_labels == 1:
+    # One output is a regression head (STS-B); transformers' pipelines and losses read it here.
+    d["problem_type"] = "regression"
   return d
 
 
@@ -595,6 +620,7 @@ def convert_main(to: str, src: str, dst: str, head: Optional[str] = None, *, ove
   if to not in ("flax", "pytorch"):
     raise ConversionError(f"convert: --to must be 'flax' or 'pytorch', got {to!r}")
   hf_config, _ = _read_config(Path(src))
+  _check_output(Path(dst), overwrite, "add --overwrite to replace it")
   is_flax = FLAX_HEAD_KEY in hf_config
   if (to == "flax") == is_flax:
     kind = "our Flax directory" if is_flax else "a Hugging Face directory"

@@ -79,6 +79,9 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
       raise errors.ConfigError(f"train.{name}={t[name]} must be > 0")
   if config.teacher.path and not os.path.isdir(config.teacher.path):
     raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  positions = _max_positions(config)
+  if positions is not None:
+    input_pipeline.check_lengths(config.data, *positions)
   if not data:
     return
   if config.mask.token_counts and not os.path.isfile(config.mask.token_counts):
@@ -98,6 +101,23 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   if vocab_size is not None and tokens != vocab_size:
     raise errors.ConfigError(f"the tokenizer in {tokenizer_dir} has {tokens} tokens but the model's vocabulary "
                              f"has {vocab_size}")
+
+
+def _max_positions(config) -> Optional[tuple[int, str]]:
+  """(the fewest positions of teacher and student, which model that is), from config files, or
+  None without a teacher or student config to read."""
+  s, t = config.student, config.teacher
+  default = models.BertConfig.max_position_embeddings
+  found = []
+  if t.path:
+    found.append((convert.read_model_config(t.path).max_position_embeddings, t.path))
+  elif t.random_config:
+    found.append((int(t.random_config.get("max_position_embeddings", default)), "teacher.random_config"))
+  if s.init == "random" and s.random_config:
+    found.append((int(s.random_config.get("max_position_embeddings", default)), "student.random_config"))
+  if "max_position_embeddings" in s.config_overrides:
+    found.append((int(s.config_overrides.max_position_embeddings), "student.config_overrides"))
+  return min(found) if found else None
 
 
 def _model_vocab_size(config) -> Optional[int]:

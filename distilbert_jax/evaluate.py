@@ -42,6 +42,8 @@ class Encoder:
     # tokenizer.json may pad every text to a fixed length (all-MiniLM-L6-v2's pads to 128):
     # we pad ourselves, and count real tokens from the encodings.
     self.tokenizer.no_padding()
+    # Longer texts are cut to what the model has positions for.
+    max_length = min(max_length, self.model.config.max_position_embeddings)
     self.tokenizer.enable_truncation(max_length)
     self.max_length = max_length
     self._forward = jax.jit(self._embed, compiler_options=models.compiler_options("base", dtype=self.model.dtype))

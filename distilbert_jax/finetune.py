@@ -20,8 +20,10 @@ kept in WORKDIR/best and exported to WORKDIR/export with their predictions and e
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging as pylogging
 import math
 import os
 from pathlib import Path
@@ -215,12 +217,16 @@ def model_kwargs(model, batch) -> dict:
   return kw
 
 
-def build_student(config, head: str, label_names, num_outputs: int, seed: int):
+def build_student(config, head: str, label_names, num_outputs: int, seed: int, resuming: bool = False):
   """(model, float32 params) of the model to fine-tune, from config.model.path: all of it, or
   only `config.model.layers` of its layers (a student initialised from a teacher, as
   convert.student_from_teacher; the task head comes along when the model has one that fits). A
   head that does not fit the task (another number of labels) is an error unless
-  config.model.reinit_head, which initialises it afresh with a warning."""
+  config.model.reinit_head, which initialises it afresh with a warning. resuming: the trained
+  parameters come from a checkpoint, so convert's warnings about new heads would mislead."""
+  if resuming:
+    with _quiet_logger(convert.log):
+      return build_student(config, head, label_names, num_outputs, seed)
   m = config.model
   id2label = tuple(label_names) if label_names else tuple(f"LABEL_{i}" for i in range(num_outputs))
   dtype = models.resolve_dtype(m.dtype)
@@ -256,6 +262,23 @@ def build_student(config, head: str, label_names, num_outputs: int, seed: int):
   body = "bert" if base.config.model_type == "bert" else "distilbert"
   params[body] = {k: base_params[k] if k in base_params else v for k, v in params[body].items()}
   return model, _float32(params)
+
+
+@contextlib.contextmanager
+def _quiet_logger(logger):
+  """`logger`'s warnings left out while the block runs."""
+  level = logger.level
+  logger.setLevel(pylogging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def has_checkpoints(workdir: Path) -> bool:
+  """Whether a run in `workdir` resumes (orbax names each checkpoint by its step)."""
+  directory = Path(workdir) / "checkpoints"
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def _float32(params):
@@ -388,10 +411,13 @@ class Evaluator:
       outs = self.outputs(params, eval_set)
       if self._is_span():
         s = self.config.squad
+        # The task squad_v2, the flag, or data with unanswerable questions: each means v2.0.
+        version_2 = (s.version_2 or _task_name(self.data).lower().endswith(("v2", "v2.0"))
+                     or squad.has_unanswerable(eval_set.examples))
         answers = squad.postprocess(eval_set.examples, eval_set.features, outs[0], outs[1],
                                     n_best_size=s.n_best_size, max_answer_length=s.max_answer_length,
-                                    version_2=s.version_2, null_score_diff_threshold=s.null_score_diff_threshold)
-        scores = squad.evaluate(eval_set.examples, answers, version_2=s.version_2)
+                                    version_2=version_2, null_score_diff_threshold=s.null_score_diff_threshold)
+        scores = squad.evaluate(eval_set.examples, answers, version_2=version_2)
         predictions[eval_set.name] = answers
       else:
         logits = outs[0]
@@ -410,7 +436,7 @@ class Evaluator:
     """eval_results.json and the predictions: SQuAD predictions.json ({id: answer}), GLUE the
     benchmark's submission format, one file per split under predictions/SPLIT/."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    glue.write_text_atomic(out_dir / "eval_results.json", json.dumps(metrics, indent=2) + "\n")
+    glue.write_text_atomic(out_dir / "eval_results.json", strict_json(metrics))
     for eval_set in self.data.evals:
       if self._is_span():
         name = "predictions.json" if len(self.data.evals) == 1 else f"predictions_{eval_set.name}.json"
@@ -458,6 +484,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
     raise errors.ConfigError(f"{m.path}: no such directory (model.path)")
   if config.teacher.path and not os.path.isdir(config.teacher.path):
     raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  for path in filter(None, (m.path, config.teacher.path)):
+    input_pipeline.check_lengths(d, convert.read_model_config(path).max_position_embeddings, path)
   if not config.teacher.path and (l.alpha_kd > 0 or l.alpha_hidden > 0) and l.alpha_task <= 0:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
   if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
@@ -483,6 +511,11 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
       raise errors.ConfigError(f"{f}: no such file")
   if not 0 <= d.holdout_fraction < 1:
     raise errors.ConfigError(f"data.holdout_fraction={d.holdout_fraction} must be in [0, 1)")
+  room = d.max_length - d.max_query_length - 3  # [CLS] and two [SEP]
+  if is_squad(config.task) and not 0 < d.doc_stride < room:
+    raise errors.ConfigError(f"data.doc_stride={d.doc_stride} must be below data.max_length={d.max_length} - "
+                             f"data.max_query_length={d.max_query_length} - 3 = {room}, or a window may hold no "
+                             f"new context: lower --config.data.doc_stride or --config.data.max_query_length")
 
 
 # ===================================================================================== job
@@ -519,7 +552,8 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   head = head_for(config.task)
   kind = _kind(config, data.task)
   num_outputs = 2 if kind == "squad" else data.task.num_outputs
-  student, params = build_student(config, head, data.label_names, num_outputs, t.seed)
+  student, params = build_student(config, head, data.label_names, num_outputs, t.seed,
+                                  resuming=has_checkpoints(workdir))
   teacher, teacher_params = build_teacher(config, head, num_outputs)
   iterator = ArrayBatches(data.train, global_batch_size=t.batch_size, bucket_lengths=config.data.bucket_lengths,
                           seed=config.data.shuffle_seed, process_index=jax.process_index(),
@@ -606,41 +640,77 @@ def _job(config, kind: str, student, params, teacher, teacher_params, iterator, 
       batch_spec=batch_spec)
 
 
-def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] = None, max_length: int = 128,
-                  batch_size: int = 64, out_dir: Optional[str] = None, text_columns=(), label_column: str = "",
-                  regression: bool = False) -> dict:
+def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] = None,
+                  max_length: Optional[int] = None, batch_size: int = 64, out_dir: Optional[str] = None,
+                  text_columns=(), label_column: str = "", regression: bool = False) -> dict:
   """`distilbert-jax evaluate`: metrics of a fine-tuned model directory on a task's data.
 
   task: a GLUE task ("rte", "glue/rte"), "squad" / "squad_v2", or "custom" with a table file.
-  data: GLUE_DIR, "tfds", a SQuAD JSON file or the table file.
+  data: GLUE_DIR, "tfds", a SQuAD JSON file or the table file. max_length: default 128 (SQuAD
+  384), or the model's max_position_embeddings if fewer. A one-output head is scored as
+  regression. split: that split only; a GLUE test split has no labels, and its predictions are
+  written to out_dir in the benchmark's submission format.
   """
   spans = task.lower().startswith("squad")
+  if not os.path.isdir(model_dir):
+    raise errors.ConfigError(f"{model_dir}: no such model directory")
+  model_dir = os.path.abspath(model_dir)
+  data = data if data == "tfds" else os.path.abspath(data)
+  name = "squad_v2" if spans and "v2" in task.lower() else ("squad" if spans else task.split("/")[-1])
+  glue_task = None if spans or name == "custom" else glue.get_task(name)
+  test_split = glue_task is not None and split in glue_task.test_splits
+  if split is not None and glue_task is not None and split not in glue_task.splits:
+    raise errors.ConfigError(f"--split {split}: task {glue_task.name} has the splits "
+                             f"{', '.join(s for s in glue_task.splits if s != 'train')}")
+  if test_split and not out_dir:
+    raise errors.ConfigError(f"--split {split}: the test split has no labels to score; add --out DIR to write "
+                             f"its predictions")
+  model_config = convert.read_model_config(model_dir)
+  positions = model_config.max_position_embeddings
+  max_length = max_length or min(384 if spans else 128, positions)
+  if max_length > positions:
+    raise errors.ConfigError(f"--max-length {max_length}: longer than max_position_embeddings={positions} of "
+                             f"{model_dir}; use --max-length {positions} or less (longer texts are truncated)")
+  one_output = model_config.num_labels == 1
+  if name == "custom" and regression and not one_output:
+    raise errors.ConfigError(f"--regression: {model_dir} has a {model_config.num_labels}-class head, not the one "
+                             f"output of a regression head")
+  # run_qa.py's query length and stride (64 and 128 of 384), scaled down for shorter windows.
+  max_query_length, doc_stride = min(64, max_length // 6), min(128, max_length // 3)
   config = ml_collections.ConfigDict(dict(
-      task="squad_v2" if spans and "v2" in task.lower() else ("squad" if spans else task.split("/")[-1]),
-      model=dict(path=model_dir), eval=dict(batch_size=batch_size),
+      task=name, model=dict(path=model_dir), eval=dict(batch_size=batch_size),
       squad=dict(version_2=spans and "v2" in task.lower(), n_best_size=20, max_answer_length=30,
                  null_score_diff_threshold=0.0),
       data=dict(source="tfds" if data == "tfds" else "dir", dir="" if data == "tfds" else data, tfds_data_dir="",
                 train="", eval=data, text_columns=tuple(text_columns), label_column=label_column,
-                regression=regression, label_names=(), holdout_fraction=0.0, holdout_seed=0, tokenizer_dir="",
-                max_length=384 if spans else max_length, doc_stride=128, max_query_length=64)))
+                regression=regression or one_output, label_names=(), holdout_fraction=0.0, holdout_seed=0,
+                tokenizer_dir="", predict_test=test_split, max_length=max_length, doc_stride=doc_stride,
+                max_query_length=max_query_length)))
   lengths = (32, 64, 128, 256, 384, 512)
   config.data.bucket_lengths = tuple(b for b in lengths if b < config.data.max_length) + (config.data.max_length,)
-  if not os.path.isdir(model_dir):
-    raise errors.ConfigError(f"{model_dir}: no such model directory")
-  config.model.path = model_dir
   model, params = convert.load_pretrained(model_dir, head=head_for(config.task))
-  if config.task == "custom" and not regression:  # the model's own label names give the classes
+  if config.task == "custom" and not config.data.regression:  # the model's own label names give the classes
     config.data.label_names = tuple(model.config.id2label or ())
   task_data = load_task_data(config, tokenizer_for(config), splits=("eval",))
   if split is not None:
     task_data.evals = [e for e in task_data.evals if e.name == split]
-  if not task_data.evals:
-    raise errors.ConfigError(f"{data}: no evaluation split found for task {task!r}")
+    task_data.tests = [e for e in task_data.tests if e.name == split]
+  if not task_data.evals and not task_data.tests:
+    raise errors.ConfigError(f"{data}: no split {split!r} for task {task!r}" if split else
+                             f"{data}: no evaluation split found for task {task!r}")
   evaluator = Evaluator(model, task_data, config)
   metrics, predictions = evaluator.evaluate(params)
-  if out_dir:
+  if task_data.tests:
+    written = evaluator.write_test_predictions(params, Path(out_dir))
+    metrics.update(num_examples=sum(len(t.examples) for t in task_data.tests))
+    print(f"predictions of the unlabelled {split} split written to {', '.join(map(str, written))}")
+  elif out_dir:
     evaluator.write(Path(out_dir), metrics, predictions)
-  print(json.dumps(metrics, indent=2))
+  print(strict_json(metrics), end="")
   return metrics
 
+
+def strict_json(metrics: dict) -> str:
+  """Metrics as JSON, which has no NaN: an undefined value (a NaN or infinite metric) is null."""
+  defined = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+  return json.dumps(defined, indent=2, allow_nan=False) + "\n"

@@ -27,9 +27,22 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from distilbert_jax import errors
 from distilbert_jax.token_cache import InputPipelineError, TokenCache
 
 _STATE_FORMAT = 1
+
+
+def check_lengths(data, max_positions: int, model: str) -> None:
+  """data.max_length and data.bucket_lengths of a training config fit the position table of
+  `model` (a position past its end has no embedding, and every output would be NaN)."""
+  too_long = [f"data.max_length={data.max_length}"] if data.max_length > max_positions else []
+  if any(b > max_positions for b in data.bucket_lengths):
+    too_long.append(f"data.bucket_lengths={tuple(data.bucket_lengths)}")
+  if too_long:
+    raise errors.ConfigError(f"{' and '.join(too_long)}: longer than max_position_embeddings={max_positions} of "
+                             f"{model}; set --config.data.max_length and every --config.data.bucket_lengths to at "
+                             f"most {max_positions} (longer texts are truncated)")
 
 
 def plan_epoch(lengths: np.ndarray, *, global_batch_size: int, bucket_lengths: Sequence[int],

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "squad, squad_v2 or custom.")
   p.add_argument("--data", required=True, help="GLUE_DIR, tfds, a SQuAD JSON file or (custom) a .tsv/.csv/.jsonl.")
   p.add_argument("--split", help="Only this split (e.g. dev_matched).")
-  p.add_argument("--max-length", type=int, default=128, help="Tokens per example (SQuAD: 384).")
+  p.add_argument("--max-length", type=int,
+                 help="Tokens per example (default 128, SQuAD 384; at most the model's positions).")
   p.add_argument("--batch-size", type=int, default=64, help="Examples per evaluation batch.")
   p.add_argument("--text-columns", default="text", help="custom: comma-separated text column(s).")
   p.add_argument("--label-column", default="label", help="custom: the label column.")
@@ -127,18 +128,26 @@ def _choose_platforms(command: str) -> None:
 def _config(args, overrides):
   config = configuration.load(args.config)
   configuration.apply_overrides(config, overrides)
-  return config
+  return configuration.resolve_paths(config)
 
 
 def _workdir(path: str) -> Path:
-  workdir = Path(path)
+  """--workdir made absolute and checked; the run creates it once its data has been read."""
+  workdir = Path(path).expanduser().absolute()
   if workdir.exists() and not workdir.is_dir():
-    raise errors.ConfigError(f"{workdir}: --workdir exists and is not a directory")
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise errors.ConfigError(f"{workdir}: cannot create the work directory ({e.strerror})") from e
+    raise errors.ConfigError(f"{path}: --workdir exists and is not a directory")
+  existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+  if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    raise errors.ConfigError(f"{path}: cannot create the work directory ({existing} is not a writable directory)")
   return workdir
+
+
+def _print_metrics(result: dict) -> None:
+  """The final evaluation's metrics (of the exported model when there is one), one line each."""
+  prefix = "final_eval_" if any(k.startswith("final_eval_") for k in result) else "eval_"
+  for name, value in result.items():
+    if name.startswith(prefix):
+      print(f"{name[len(prefix):]}: {value:.4f}" if isinstance(value, float) else f"{name[len(prefix):]}: {value}")
 
 
 def main(argv) -> int:
@@ -167,7 +176,7 @@ def main(argv) -> int:
     config = _config(args, overrides)
     if config.get("job") != "finetune":
       raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
-    train.train_and_evaluate(config, str(_workdir(args.workdir)))
+    _print_metrics(train.train_and_evaluate(config, str(_workdir(args.workdir))))
   elif args.command == "evaluate":
     from distilbert_jax import finetune
     finetune.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,

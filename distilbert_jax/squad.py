@@ -63,8 +63,10 @@ class Example:
 def read_squad(path: Union[str, os.PathLike]) -> list[Example]:
   """The questions of an official SQuAD JSON file (v1.1 or v2.0).
 
-  v2.0's `plausible_answers` of unanswerable questions are not read: they are no training
-  target (run_qa.py does not use them either) and the scripts do not score them.
+  A question marked `is_impossible`, or with no answers, is unanswerable (v2.0), as the official
+  v2.0 script scores it. v2.0's `plausible_answers` of unanswerable questions are not read:
+  they are no training target (run_qa.py does not use them either) and the scripts do not
+  score them.
   """
   path = Path(path)
   if not path.is_file():
@@ -81,7 +83,7 @@ def read_squad(path: Union[str, os.PathLike]) -> list[Example]:
     for article in articles:
       for paragraph in article["paragraphs"]:
         for qa in paragraph["qas"]:
-          impossible = bool(qa.get("is_impossible", False))
+          impossible = bool(qa.get("is_impossible", False)) or not qa["answers"]
           answers = [] if impossible else qa["answers"]
           examples.append(Example(
               str(qa["id"]), article.get("title", ""), qa["question"], paragraph["context"],
@@ -91,6 +93,11 @@ def read_squad(path: Union[str, os.PathLike]) -> list[Example]:
   if not examples:
     raise SquadDataError(f"{path}: no questions")
   return examples
+
+
+def has_unanswerable(examples: Sequence[Example]) -> bool:
+  """Whether the examples are SQuAD v2.0 data: some question has no answer."""
+  return any(e.is_impossible for e in examples)
 
 
 def _text(value) -> str:
@@ -120,7 +127,8 @@ def read_tfds(split: str, version: str = "v1.1", data_dir: Optional[str] = None)
     examples.append(Example(
         _text(record["id"]), _text(record.get("title", "")), _text(record["question"]),
         _text(record["context"]), [_text(t) for t in answers["text"]],
-        [int(s) for s in answers["answer_start"]], bool(record.get("is_impossible", False))))
+        [int(s) for s in answers["answer_start"]],
+        bool(record.get("is_impossible", False)) or not len(answers["text"])))
   if not examples:
     raise SquadDataError(f"{name}:{tfds_split}: empty split, no questions")
   return examples
@@ -322,15 +330,17 @@ def evaluate(examples: Sequence[Example], predictions: dict[str, str],
   """exact_match and f1 (x100) over all examples; a question without a prediction scores 0.
 
   version_2: default True when any example is unanswerable; adds HasAns_/NoAns_ exact and f1
-  (as the official v2.0 script) where there are such questions.
+  (as the official v2.0 script) where there are such questions. An unanswerable question's
+  only gold answer is "", whatever version_2 says.
   """
   if version_2 is None:
-    version_2 = any(e.is_impossible for e in examples)
+    version_2 = has_unanswerable(examples)
   exact, f1, has_answer = [], [], []
   for example in examples:
     golds = example.answer_texts
     if version_2:  # the v2.0 script drops gold answers that normalise to nothing
-      golds = [g for g in golds if normalize_answer(g)] or [""]
+      golds = [g for g in golds if normalize_answer(g)]
+    golds = golds or [""]
     prediction = predictions.get(example.id)
     exact.append(0.0 if prediction is None else max(exact_match_score(prediction, g) for g in golds))
     f1.append(0.0 if prediction is None else max(f1_score(prediction, g) for g in golds))

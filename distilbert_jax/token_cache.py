@@ -6,6 +6,7 @@ of arrays and cast ids to uint16, corrupting every id above 65,535.
 
 Sources are spec strings (the config field `config.data.sources`):
 
+  PATH or GLOB             a plain path: the same as text:PATH
   text:GLOB                one text per line, blank lines skipped; `.gz` read transparently
   jsonl:GLOB:FIELD         JSON lines, the string value of FIELD is the text (`.gz` too)
   tsv:PATH:COL1,COL2       tab-separated with a header row, read like GLUE files (QUOTE_NONE);
@@ -75,34 +76,59 @@ class InputPipelineError(errors.Error, ValueError):
 # ------------------------------------------------------------------------------------------
 # Sources.
 # ------------------------------------------------------------------------------------------
+SPEC_FORMS = "a text file, text:GLOB, jsonl:GLOB:FIELD, tsv:PATH:COL1,COL2 or tfds:NAME:SPLIT:FIELD"
+
+
+def _parse_spec(spec: str) -> tuple[str, list[str]]:
+  """(kind, parts): text [GLOB], jsonl [GLOB, FIELD], tsv [PATH, COLUMNS], tfds [NAME, SPLIT,
+  FIELD]. A spec without a kind, or one that names existing files, is a plain path of text files."""
+  kind, colon, rest = spec.partition(":")
+  known = kind in ("text", "jsonl", "tsv", "tfds")
+  if not colon or (not known and glob.glob(spec)):
+    return "text", [spec]
+  if not known:
+    raise InputPipelineError(f"bad source spec {spec!r}: expected {SPEC_FORMS}")
+  parts = {"text": [rest], "jsonl": rest.rsplit(":", 1), "tsv": rest.rsplit(":", 1)}
+  if kind == "tfds":
+    name, _, split_field = rest.partition(":")
+    parts["tfds"] = [name, *split_field.rsplit(":", 1)]
+  expected = {"text": 1, "jsonl": 2, "tsv": 2, "tfds": 3}
+  if len(parts[kind]) != expected[kind] or not all(parts[kind]):
+    raise InputPipelineError(f"bad source spec {spec!r}: expected {SPEC_FORMS}")
+  return kind, parts[kind]
+
+
+def absolute_source(spec: str) -> str:
+  """The spec with its path or glob made absolute, from the current directory (a TFDS spec, or
+  one that does not parse, is returned as it is: reading it reports the problem)."""
+  try:
+    kind, parts = _parse_spec(spec)
+  except InputPipelineError:
+    return spec
+  if kind == "tfds":
+    return spec
+  path = os.path.abspath(os.path.expanduser(parts[0]))
+  return ":".join([kind, path, *parts[1:]]) if spec.startswith(f"{kind}:") else path
+
+
 class _Source:
   """One parsed spec: kind, files (or a TFDS dataset) and the field(s) holding text."""
 
   def __init__(self, spec: str):
     self.spec = spec
-    kind, _, rest = spec.partition(":")
-    parts = {"text": [rest], "jsonl": rest.rsplit(":", 1), "tsv": rest.rsplit(":", 1)}
-    if kind == "tfds":
-      name, _, split_field = rest.partition(":")
-      parts["tfds"] = [name, *split_field.rsplit(":", 1)]
-    expected = {"text": 1, "jsonl": 2, "tsv": 2, "tfds": 3}
-    if kind not in expected or len(parts[kind]) != expected[kind] or not all(parts[kind]):
-      raise InputPipelineError(
-          f"bad source spec {spec!r}: expected text:GLOB, jsonl:GLOB:FIELD, "
-          "tsv:PATH:COL1,COL2 or tfds:NAME:SPLIT:FIELD")
-    self.kind = kind
-    if kind == "tfds":
-      self.tfds_name, self.tfds_split, self.field = parts[kind]
+    self.kind, parts = _parse_spec(spec)
+    if self.kind == "tfds":
+      self.tfds_name, self.tfds_split, self.field = parts
       self.paths = []
       return
-    pattern = parts[kind][0]
-    self.field = parts[kind][1] if kind == "jsonl" else None
-    self.columns = parts[kind][1].split(",") if kind == "tsv" else None
+    pattern = parts[0]
+    self.field = parts[1] if self.kind == "jsonl" else None
+    self.columns = parts[1].split(",") if self.kind == "tsv" else None
     if self.columns is not None and not all(self.columns):
       raise InputPipelineError(f"bad source spec {spec!r}: empty column name")
     if not glob.has_magic(pattern):
       if not os.path.isfile(pattern):
-        raise InputPipelineError(f"{pattern}: no such file (source {spec!r})")
+        raise InputPipelineError(f"{pattern}: no such file (source {spec!r}; a source is {SPEC_FORMS})")
       self.paths = [pattern]
     else:
       self.paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
@@ -482,6 +508,13 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
     logging.info("Token cache %s reused.", final_path)
     return TokenCache(final_path)
 
+  # The directories this build creates, outermost first: a failed build takes them away again,
+  # so that bad data leaves no trace (not even an empty WORKDIR/token_cache).
+  created = []
+  directory = os.path.abspath(cache_dir)
+  while not os.path.exists(directory):
+    created.insert(0, directory)
+    directory = os.path.dirname(directory)
   os.makedirs(cache_dir, exist_ok=True)
   tmp_path = tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir)
   try:
@@ -513,6 +546,11 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
             f"{final_path}: exists but is not a complete token cache, delete it") from None
   except BaseException:
     shutil.rmtree(tmp_path, ignore_errors=True)
+    for directory in reversed(created):
+      try:
+        os.rmdir(directory)  # only while empty: another process may have filled it meanwhile
+      except OSError:
+        break
     raise
   cache = TokenCache(final_path)
   logging.info("Token cache %s built: %s", final_path, cache.stats)

@@ -573,12 +573,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from distilbert_jax import distill as module
   else:
     from distilbert_jax import finetune as module
+  from distilbert_jax import configuration
+  config = configuration.resolve_paths(config)
   module.check_config(config)
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = Path(workdir).expanduser().absolute()
   initialize_distributed(config)
   mesh = make_mesh(config)
+  job = module.make_job(config, workdir)
+  # Only now, with the data read and checked: bad input leaves nothing behind.
+  workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  job = module.make_job(config, workdir)
   return run(job, config, workdir, mesh)

@@ -167,6 +167,7 @@ def test_without_libtpu_the_compile_names_the_package_to_install(monkeypatch):
     targets.parse_target("v5e-4").devices()
 
 
+@pytest.mark.slow
 def test_the_command_prints_its_report_and_writes_json_from_another_directory(tmp_path, bert_config_only_dir):
   result = cli("compile", "--config", GLUE, "--target", "v4-8", f"--config.model.path={bert_config_only_dir}",
                "--config.train.batch_size=8", "--out", "report.json", cwd=tmp_path)
@@ -181,12 +182,14 @@ def test_the_command_prints_its_report_and_writes_json_from_another_directory(tm
   assert "Traceback" not in result.stderr and "TPU_" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_batch_that_cannot_fit_is_one_line_and_exit_status_2(tmp_path):
   result = cli("compile", "--config", TINY, "--target", "v5e-1", "--config.train.batch_size=32768",
                "--config.train.grad_accum_steps=1", "--config.data.bucket_lengths=(64,)", cwd=tmp_path)
   assert_one_line_error(result, "does not fit on v5e-1: needs", "GiB per device of")
 
 
+@pytest.mark.slow
 def test_fit_batch_finds_the_largest_micro_batch_and_its_accumulation(tmp_path):
   result = cli("compile", "--config", TINY, "--target", "v5e-1", "--fit-batch", "--config.train.batch_size=16384",
                "--config.train.grad_accum_steps=1", "--config.data.bucket_lengths=(64,)", "--out", "fit.json",
@@ -212,6 +215,7 @@ def _cuda_plugin_env():
   return env if importlib.util.find_spec("jax_plugins.xla_cuda12") else None
 
 
+@pytest.mark.slow
 def test_the_tiny_job_compiles_for_8_h100_through_the_cuda_plugin(tmp_path):
   env = _cuda_plugin_env()
   if env is None:
@@ -227,6 +231,7 @@ def test_the_tiny_job_compiles_for_8_h100_through_the_cuda_plugin(tmp_path):
   assert report["flops_per_step"] == pytest.approx(report["flops_per_step_model"], rel=0.10)
 
 
+@pytest.mark.slow
 def test_cpu_commands_do_not_initialise_an_installed_tpu_runtime():
   if main_has_accelerator():
     pytest.skip("this machine has an accelerator")

@@ -228,10 +228,11 @@ def test_flax_directory_round_trip_is_bit_identical(tmp_path, model_type, head, 
 
 
 def _no_pytorch_names(monkeypatch):
-  """Makes every path through PyTorch state-dict names fail."""
+  """Makes every path of the parameters through PyTorch state dicts fail (warnings still name
+  parameters as PyTorch does)."""
   def fail(*args, **kwargs):
     raise AssertionError("went through PyTorch names")
-  for name in ("_hf_name", "flax_tree_to_state_dict", "params_to_state_dict", "state_dict_to_params"):
+  for name in ("flax_tree_to_state_dict", "params_to_state_dict", "state_dict_to_params"):
     monkeypatch.setattr(convert, name, fail)
 
 
@@ -243,7 +244,7 @@ def test_flax_directory_loads_into_another_head_by_path(tmp_path, monkeypatch, c
   _no_pytorch_names(monkeypatch)
   with caplog.at_level(logging.WARNING, logger="distilbert_jax.convert"):
     _, base = convert.load_pretrained(tmp_path / "flax", head="base", scan_layers=False)
-  assert "vocab_projector/bias" in caplog.text  # the MLM head is dropped, with a warning
+  assert "vocab_projector.bias" in caplog.text  # the MLM head is dropped, with a warning in PyTorch names
   assert_trees_equal(base, convert.unstack_layers(params)["distilbert"])
   missing = r"\['classifier/bias', 'classifier/kernel', 'pre_classifier/bias', 'pre_classifier/kernel'\]"
   with pytest.raises(convert.ConversionError,
@@ -529,3 +530,84 @@ def test_convert_main_rejects_bad_input_without_writing(tmp_path):
   with pytest.raises(convert.ConversionError, match="model.safetensors: corrupt or truncated"):
     convert.convert_main("flax", str(directory), str(tmp_path / "out"))
   assert sorted(os.listdir(tmp_path)) == ["hf"]
+
+
+def test_a_flax_directory_is_written_read_and_converted_through_relative_paths(tmp_path, monkeypatch):
+  # orbax refuses relative paths; every path a user gives may be relative to where they are.
+  config = tiny_config("bert")
+  model = models.get_model(config, "masked_lm")
+  params = random_params(model, config, "masked_lm")
+  monkeypatch.chdir(tmp_path)
+  convert.save_flax(model, params, "flaxout")
+  loaded_model, loaded = convert.load_pretrained("flaxout", head="masked_lm")
+  assert_trees_equal(loaded, params)
+  assert getattr(loaded_model, convert.SOURCE_ATTR) == str(tmp_path / "flaxout")
+  convert.convert_main("pytorch", "flaxout", "hfout")
+  _, info = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hfout", output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_only_missing_or_broken_files_make_a_flax_checkpoint_unreadable(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+  config = tiny_config("distilbert")
+  model = models.get_model(config, "base")
+  convert.save_flax(model, random_params(model, config, "base"), tmp_path / "flax")
+  # A mistake of our own (or a library's misuse) keeps its type and its traceback.
+  def misuse(*args, **kwargs):
+    raise TypeError("a bug, not a broken file")
+  with monkeypatch.context() as patch:
+    patch.setattr(ocp.PyTreeCheckpointer, "restore", misuse)
+    with pytest.raises(TypeError, match="a bug"):
+      convert.load_pretrained(tmp_path / "flax", head="base")
+  for data in (tmp_path / "flax" / "params").glob("ocdbt.process_*/d/*"):  # the arrays, not the metadata
+    data.write_bytes(data.read_bytes()[:10])
+  with pytest.raises(convert.ConversionError, match=r"flax/params: unreadable orbax checkpoint \(ValueError: ") as e:
+    convert.load_pretrained(tmp_path / "flax", head="base")
+  assert "tensorstore_spec" not in str(e.value)
+  (tmp_path / "flax" / "params" / "_METADATA").unlink()
+  with pytest.raises(convert.ConversionError, match="flax/params: unreadable orbax checkpoint .*metadata files"):
+    convert.load_pretrained(tmp_path / "flax", head="base")
+
+
+def test_a_one_output_classifier_is_exported_as_a_regression_head(tmp_path):
+  for labels, problem_type in ((("LABEL_0",), "regression"), (("neg", "pos"), None)):
+    config = tiny_config("bert", id2label=labels)
+    model = models.get_model(config, "sequence_classification")
+    convert.save_pretrained(model, random_params(model, config, "sequence_classification"), tmp_path / str(len(labels)))
+    exported = json.loads((tmp_path / str(len(labels)) / "config.json").read_text())
+    assert exported.get("problem_type") == problem_type
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / str(len(labels)))
+    assert loaded.config.problem_type == problem_type and loaded.config.num_labels == len(labels)
+
+
+def test_convert_into_a_non_empty_directory_names_the_flag_and_reads_nothing(tmp_path, monkeypatch):
+  directory, _, _ = hf_dir(tmp_path)
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / "keep").write_text("x")
+  monkeypatch.setattr(convert, "load_pretrained", lambda *a, **k: pytest.fail("the model was read"))
+  with pytest.raises(convert.ConversionError, match=r"out: output directory exists and is not empty; add --overwrite"):
+    convert.convert_main("flax", str(directory), str(tmp_path / "out"))
+  assert os.listdir(tmp_path / "out") == ["keep"]
+
+
+def test_a_student_of_chosen_layers_names_its_new_parameters_as_pytorch_does(caplog):
+  config = tiny_config("bert")
+  params = random_params(models.get_model(config, "base"), config, "base")
+  with caplog.at_level(logging.WARNING, logger="distilbert_jax.convert"):
+    convert.student_from_teacher(config, params, teacher_head="base", layers=(0, 2), student_type="bert",
+                                 student_head="sequence_classification")
+  assert "newly initialised" in caplog.text and "'classifier.weight'" in caplog.text
+  assert "classifier/kernel" not in caplog.text
+
+
+def test_a_weights_file_is_called_corrupt_only_when_its_reader_fails(tmp_path, monkeypatch):
+  path = tmp_path / "flax_model.msgpack"
+  path.write_bytes(serialization.msgpack_serialize({"a": np.ones(2, np.float32)}))
+  def bug(tree):
+    raise TypeError("a bug of ours, after the file was read")
+  monkeypatch.setattr(convert, "flax_tree_to_state_dict", bug)
+  with pytest.raises(TypeError, match="a bug of ours"):
+    convert._read_weight_file(path)
+  path.write_bytes(b"\x00not msgpack")
+  with pytest.raises(convert.ConversionError, match="flax_model.msgpack: corrupt or truncated weights file"):
+    convert._read_weight_file(path)

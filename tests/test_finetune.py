@@ -2,6 +2,7 @@
 learning a separable task through the command line, the export against transformers, task
 distillation, exact resume, evaluation of every example, SQuAD, and bad input."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -259,7 +260,7 @@ def test_bad_training_files_are_one_line_errors_naming_the_file(tiny_bert, senti
   with pytest.raises(errors.Error, match=fragment) as error:
     train.train_and_evaluate(config, str(tmp_path / "w"))
   assert str(bad) in str(error.value) and "\n" not in str(error.value)
-  assert not (tmp_path / "w" / "checkpoints").exists()
+  assert not (tmp_path / "w").exists()  # nothing written before the data is read and checked
 
 
 def test_an_eval_label_outside_the_training_labels_and_an_unknown_task_are_errors(tiny_bert, sentiment, tmp_path):
@@ -272,3 +273,36 @@ def test_an_eval_label_outside_the_training_labels_and_an_unknown_task_are_error
   config.task = "glue_nonsense"
   with pytest.raises(errors.Error, match="glue_nonsense"):
     train.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_the_python_api_takes_paths_relative_to_the_current_directory(tiny_bert, sentiment, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = sentiment_config(os.path.relpath(tiny_bert), sentiment, **{"train.num_steps": 4, "train.eval_every": 4})
+  config.data.train, config.data.eval = os.path.relpath(sentiment / "train.tsv"), os.path.relpath(sentiment / "dev.tsv")
+  result = train.train_and_evaluate(config, "runs/relative")
+  workdir = tmp_path / "runs" / "relative"
+  assert result["export_dir"] == str(workdir / "export") and (workdir / "best" / "params").is_dir()
+  assert json.loads((workdir / "eval_results.json").read_text())["num_examples"] == 10
+  assert json.loads((workdir / "config.json").read_text())["model"]["path"] == tiny_bert
+  assert config.model.path == os.path.relpath(tiny_bert)  # the caller's config is left as it was
+
+
+@pytest.mark.parametrize("field, value", [("data.max_length", 128), ("data.bucket_lengths", (64, 128))])
+def test_lengths_past_the_models_positions_are_config_errors(tiny_bert, sentiment, tmp_path, field, value):
+  config = sentiment_config(tiny_bert, sentiment, **{field: value})
+  with pytest.raises(errors.ConfigError, match=f"{field}=.*longer than max_position_embeddings=64 of {tiny_bert}"):
+    finetune.check_config(config)
+
+
+def test_metrics_json_is_strict_with_null_for_undefined_values():
+  text = finetune.strict_json({"pearson": float("nan"), "f1": float("inf"), "accuracy": 0.5, "num_examples": 3})
+  assert json.loads(text) == {"pearson": None, "f1": None, "accuracy": 0.5, "num_examples": 3}
+  assert "NaN" not in text and "Infinity" not in text
+
+
+def test_a_squad_stride_that_leaves_no_room_names_the_flags(tiny_bert, sentiment):
+  config = sentiment_config(tiny_bert, sentiment, **{"data.max_length": 64, "data.bucket_lengths": (64,)})
+  config.task, config.data.doc_stride, config.data.max_query_length = "squad", 32, 32
+  with pytest.raises(errors.ConfigError, match=r"data.doc_stride=32 must be below data.max_length=64 - "
+                                               r"data.max_query_length=32 - 3 = 29.*--config.data.doc_stride"):
+    finetune.check_config(config)

@@ -102,6 +102,25 @@ def test_gzipped_text_and_globs_read_like_plain_text(tmp_path):
   assert all_sequences(from_gz) == all_sequences(from_plain)
 
 
+def test_a_plain_path_is_read_as_a_text_source(tmp_path):
+  path = write_lines(tmp_path / "corpus:v2.txt", sentences(5))  # a colon in the name, no kind
+  plain = build(tmp_path / "plain", [path], min_length=3)
+  assert all_sequences(plain) == all_sequences(build(tmp_path / "spec", [f"text:{path}"], min_length=3))
+  with pytest.raises(InputPipelineError, match="no-such.txt: no such file .*a source is a text file, text:GLOB"):
+    build(tmp_path, [str(tmp_path / "no-such.txt")])
+
+
+def test_absolute_source_resolves_the_path_of_each_kind_of_spec(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  here = str(tmp_path)
+  assert token_cache.absolute_source("corpus.txt") == f"{here}/corpus.txt"
+  assert token_cache.absolute_source("text:books/*.txt.gz") == f"text:{here}/books/*.txt.gz"
+  assert token_cache.absolute_source("jsonl:a.jsonl:body") == f"jsonl:{here}/a.jsonl:body"
+  assert token_cache.absolute_source("tsv:t.tsv:s1,s2") == f"tsv:{here}/t.tsv:s1,s2"
+  for unchanged in ("tfds:wikipedia/20230601.en:train:text", "csv:a.csv", f"text:{here}/a.txt"):
+    assert token_cache.absolute_source(unchanged) == unchanged
+
+
 def test_jsonl_source_reads_field_and_counts_malformed_lines(tmp_path, reference_tokenizer):
   lines = sentences(5)
   rows = [json.dumps({"text": s, "id": i}) for i, s in enumerate(lines)]
@@ -255,7 +274,13 @@ def test_failed_build_leaves_no_cache_and_next_build_succeeds(tmp_path, monkeypa
     patch.setattr(token_cache._SequenceWriter, "close", interrupted)
     with pytest.raises(KeyboardInterrupt):
       build(tmp_path, [f"text:{path}"], min_length=3)
-  assert os.listdir(tmp_path / "cache") == []
+  assert not (tmp_path / "cache").exists()  # the directory the build made is gone too
+  (tmp_path / "cache").mkdir()
+  with monkeypatch.context() as patch:
+    patch.setattr(token_cache._SequenceWriter, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+      build(tmp_path, [f"text:{path}"], min_length=3)
+  assert os.listdir(tmp_path / "cache") == []  # one that was there stays, empty
   assert build(tmp_path, [f"text:{path}"], min_length=3).num_sequences == 10
 
 

@@ -2,6 +2,7 @@
 (message on stderr, exit status 2, no traceback, nothing written)."""
 import subprocess
 import sys
+from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -116,3 +117,34 @@ def test_overrides_take_the_type_of_the_field_they_replace():
 def test_split_overrides_accepts_equals_and_space_forms():
   assert configuration.split_overrides(["--config.a=1", "--config.b", "2", "--workdir", "w"]) == (
       [("a", "1"), ("b", "2")], ["--workdir", "w"])
+
+
+def test_resolve_paths_makes_every_path_field_absolute_from_the_current_directory(tmp_path, monkeypatch):
+  from configs import distilbert_base, glue
+  monkeypatch.chdir(tmp_path)
+  config = glue.get_config()
+  config.model.path, config.teacher.path, config.data.train = "models/mini", "../teacher", "train.csv"
+  config.data.eval, config.data.tokenizer_dir = "", "~/tok"
+  resolved = configuration.resolve_paths(config)
+  assert resolved.model.path == str(tmp_path / "models" / "mini")
+  assert resolved.teacher.path == str(tmp_path.parent / "teacher")
+  assert resolved.data.train == str(tmp_path / "train.csv") and resolved.data.eval == ""
+  assert resolved.data.tokenizer_dir == str(Path.home() / "tok")
+  assert config.model.path == "models/mini"  # a copy: the caller's config is left as it was
+  config = distilbert_base.get_config()
+  config.data.sources = ("embedded", "a.txt", "text:b/*.txt", "tfds:lm1b:train:text")
+  config.mask.token_counts, config.eval_heldout = "counts.npy", "embedded"
+  resolved = configuration.resolve_paths(config)
+  assert resolved.data.sources == ("embedded", str(tmp_path / "a.txt"), f"text:{tmp_path}/b/*.txt",
+                                   "tfds:lm1b:train:text")
+  assert resolved.mask.token_counts == str(tmp_path / "counts.npy") and resolved.eval_heldout == "embedded"
+
+
+def test_a_workdir_that_cannot_be_created_is_one_line_and_nothing_is_made(tmp_path, monkeypatch):
+  from distilbert_jax import main
+  monkeypatch.chdir(tmp_path)
+  a_file = tmp_path / "file"
+  a_file.write_text("")
+  with pytest.raises(errors.ConfigError, match="cannot create the work directory"):
+    main._workdir(str(a_file / "run"))
+  assert main._workdir("runs/new") == tmp_path / "runs" / "new" and not (tmp_path / "runs").exists()

@@ -527,3 +527,30 @@ def test_cpu_compiler_options_take_the_library_fusions_out_and_keep_the_outputs(
   ours = jax.jit(forward, compiler_options=models.compiler_options("base", backend="cpu", dtype=jnp.bfloat16)
                  ).lower(params, ids).compile()
   assert_relatively_close(ours(params, ids), default(params, ids), 2e-2)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_every_length_up_to_the_position_table_is_finite_and_longer_inputs_are_refused(model_type):
+  # Past the table JAX's gather returns NaN (PyTorch raises): refused rather than silently NaN.
+  pt, config = torch_model(model_type, "sequence_classification")
+  model = models.get_model(config, "sequence_classification")
+  params = flax_params(pt, config, "sequence_classification")
+  positions = config.max_position_embeddings
+  for length in (1, 2, positions // 2, positions - 1, positions):  # the ends and the middle of the allowed range
+    ids, mask, types = padded_batch(length, model_type, "sequence_classification", length=max(length, 4))
+    ids, mask = ids[:, :length], np.ones((BATCH, length), np.int64)
+    ref, ours = run_both(pt, model, params, ids, mask, None if types is None else types[:, :length])
+    assert np.isfinite(np.asarray(ours.logits)).all(), length
+    assert_close([("logits", ours.logits, ref.logits)])
+  with pytest.raises(ValueError, match=f"inputs of {positions + 1} tokens are longer than max_position_embeddings="
+                                       f"{positions}; truncate them"):
+    model.apply({"params": params}, np.ones((1, positions + 1), np.int32))
+
+
+def test_mini_lm_is_finite_at_512_tokens_and_refuses_600(minilm):
+  model, params = convert.load_pretrained(minilm, head="base")
+  ids = np.random.RandomState(0).randint(1000, 30000, (1, 512))
+  hidden = model.apply({"params": params}, ids).last_hidden_state
+  assert hidden.shape == (1, 512, 384) and np.isfinite(np.asarray(hidden)).all()
+  with pytest.raises(ValueError, match="inputs of 600 tokens are longer than max_position_embeddings=512"):
+    model.apply({"params": params}, np.ones((1, 600), np.int32))

@@ -239,6 +239,14 @@ def test_version_2_scores():
   assert scores["NoAns_exact"] == 50.0 and scores["HasAns_f1"] == 100.0
 
 
+def test_unanswerable_questions_are_never_scored_against_an_empty_gold_list():
+  examples = [squad.Example("a", "", "?", "", [], [], True), squad.Example("c", "", "?", "", ["red dog"], [0])]
+  # Scored as v1.1 on purpose: the unanswerable question's gold answer is still "".
+  scores = squad.evaluate(examples, {"a": "", "c": "red dog"}, version_2=False)
+  assert scores == {"exact_match": 100.0, "f1": 100.0}
+  assert squad.has_unanswerable(examples) and not squad.has_unanswerable(examples[1:])
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading and writing
 
@@ -262,6 +270,10 @@ def test_read_squad_v1_and_v2(tmp_path):
        "is_impossible": False}])))
   impossible, possible = squad.read_squad(v2)
   assert impossible.is_impossible and impossible.answer_texts == [] and not possible.is_impossible
+  # No answers and no is_impossible flag: unanswerable too, as the official v2.0 script scores it.
+  v2.write_text(json.dumps(squad_json("v2.0", [{"id": "4", "question": "What meows?", "answers": []}])))
+  [unflagged] = squad.read_squad(v2)
+  assert unflagged.is_impossible and unflagged.answer_texts == []
 
 
 def test_read_squad_errors(tmp_path):

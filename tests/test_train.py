@@ -320,12 +320,23 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     ("data.tokenizer_dir", "no/such/tokenizer", "no/such/tokenizer: no such directory"),
     ("data.sources", ("text:no/such/file.txt",), "no/such/file.txt: no such file"),
     ("mask.token_counts", "no/counts.npy", "no/counts.npy: no such file"),
+    ("data.max_length", 256, "data.max_length=256: longer than max_position_embeddings=128 of teacher.random_config"),
+    ("data.bucket_lengths", (32, 256), r"data.bucket_lengths=\(32, 256\): longer than max_position_embeddings=128"),
 ])
 def test_config_problems_are_reported_before_any_model_is_built(tmp_path, tiny_config, field, value, message):
   config = tiny_config(**{field: value, "train.grad_accum_steps": 4})
   with pytest.raises(errors.Error, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "token_cache").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_corpus_without_text_is_one_line_and_leaves_no_workdir(tmp_path, tiny_config):
+  blank = tmp_path / "blank.txt"
+  blank.write_text("\n  \n")
+  config = tiny_config(**{"data.sources": (str(blank),), "data.cache_dir": ""})  # a plain path, WORKDIR/token_cache
+  with pytest.raises(errors.Error, match="blank.txt: empty corpus") as error:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
 
 
 def test_teacher_losses_without_a_teacher_and_a_tokenizer_of_another_vocabulary_are_rejected(tmp_path, tiny_config):

@@ -165,6 +165,7 @@ class BertModel(layers.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     if position_ids is None:
+      layers.check_length(input_ids.shape[-1], self.config)
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     hidden = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     hidden, hidden_states, attentions = self.encoder(

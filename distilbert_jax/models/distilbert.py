@@ -161,6 +161,7 @@ class DistilBertModel(layers.Module):
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     if position_ids is None:
+      layers.check_length(input_ids.shape[-1], self.config)
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     hidden = self.embeddings(input_ids, position_ids, deterministic)
     hidden, hidden_states, attentions = self.transformer(

@@ -84,6 +84,15 @@ def config_to_hf_dict(config, include_compile_fields: bool = False) -> dict:
   return d
 
 
+def check_length(length: int, config) -> None:
+  """Inputs may not be longer than the position table: JAX's gather returns NaN past its end
+  where PyTorch's raises, so every output would silently be NaN."""
+  if length > config.max_position_embeddings:
+    raise ValueError(f"inputs of {length} tokens are longer than max_position_embeddings="
+                     f"{config.max_position_embeddings}; truncate them to at most {config.max_position_embeddings} "
+                     f"tokens")
+
+
 def get_activation(name: str):
   if name not in ACTIVATIONS:
     raise ValueError(f"unknown activation {name!r}; supported: {sorted(ACTIVATIONS)}")
