@@ -27,7 +27,7 @@ from typing import Optional
 import jax
 import ml_collections
 
-from distilbert_jax import configuration, errors, hlo_stats, targets, train
+from distilbert_jax import configuration, errors, hlo_stats, jobs, targets, train
 
 # The paper's corpus (English Wikipedia and Toronto Book Corpus, about 3.3 billion tokens) seen
 # three times: the training length that the report's `hours` column assumes.
@@ -41,17 +41,6 @@ class DoesNotFit(errors.Error):
   def __init__(self, message: str, report: Optional[dict] = None):
     super().__init__(message)
     self.report = report
-
-
-def _job_module(config):
-  job = config.get("job", "distill")
-  if job not in train.JOBS:
-    raise errors.ConfigError(f"config.job={job!r} is not one of {', '.join(train.JOBS)}")
-  if job == "distill":
-    from distilbert_jax import distill as module
-  else:
-    from distilbert_jax import finetune as module
-  return module
 
 
 def step_length(config) -> int:
@@ -83,7 +72,7 @@ def compile_step(config: ml_collections.ConfigDict, target: targets.Target, devi
   Raises DoesNotFit when the compiler runs out of device memory, or when the compiled step needs
   more than the chip's HBM (GPU compilers do not check)."""
   config = configuration.resolve_paths(config)
-  module = _job_module(config)
+  module = jobs.job_module(config)
   module.check_config(config, data=False)
   devices = devices if devices is not None else target.devices()
   mesh = train.make_mesh(config, devices=devices)

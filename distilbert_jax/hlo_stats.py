@@ -35,7 +35,7 @@ _NAME = re.compile(r"%([\w.\-]+)")
 _NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "call", "conditional",
                "after-all", "partition-id", "replica-id", "opt-barrier", "async-start", "async-update", "async-done",
                "all-reduce-done", "all-gather-done", "collective-permute-done", "copy-done", "send-done",
-               "recv-done"}
+               "recv-done", "slice-done"}
 
 
 @dataclasses.dataclass
@@ -254,6 +254,8 @@ def _traffic(instruction: Instruction, computations: dict, shapes: dict) -> floa
   operand_bytes = [array_bytes(shapes.get(o, "")) for o in instruction.operands]
   if instruction.op == "dynamic-slice":
     return 2 * array_bytes(instruction.type)
+  if instruction.op == "slice-start":  # an asynchronous slice: (operand, slice, ...) -> the slice
+    return 2 * max(array_bytes(instruction.type) - sum(operand_bytes), 0.0)
   if instruction.op == "dynamic-update-slice":
     return 2 * operand_bytes[1]
   if instruction.op != "fusion":

@@ -162,21 +162,21 @@ def main(argv) -> int:
   _choose_platforms(args.command)
 
   if args.command == "distill":
-    from distilbert_jax import corpus, evaluate, train
+    from distilbert_jax import corpus, evaluate, jobs
     config = _config(args, overrides)
     workdir = _workdir(args.workdir)
-    result = train.train_and_evaluate(config, str(workdir))
+    result = jobs.train_and_evaluate(config, str(workdir))
     if config.get("eval_heldout") and "export_dir" in result:  # the teacher/student report (PyTorch)
       heldout = config.eval_heldout
       if heldout == "embedded":
         heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
       evaluate.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
   elif args.command == "finetune":
-    from distilbert_jax import train
+    from distilbert_jax import jobs
     config = _config(args, overrides)
     if config.get("job") != "finetune":
       raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
-    _print_metrics(train.train_and_evaluate(config, str(_workdir(args.workdir))))
+    _print_metrics(jobs.train_and_evaluate(config, str(_workdir(args.workdir))))
   elif args.command == "evaluate":
     from distilbert_jax import finetune
     finetune.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,

@@ -1,12 +1,13 @@
-"""The training core every job shares: `train_and_evaluate(config, workdir)`.
+"""The training core every job shares: `run(job, config, workdir, mesh)`; it imports no job.
 
-A job (distillation and teacher-free MLM pretraining in `distill.py`, fine-tuning in
-`finetune.py`) supplies a model, its initial parameters, optional frozen parameters (a teacher),
-a data iterator and a loss as sums and denominators. This file owns the rest:
+A job (`jobs.py` picks it by config.job and `jobs.train_and_evaluate` runs it) supplies a model,
+its initial parameters, optional frozen parameters (a teacher), a data iterator and a loss as
+sums and denominators. This file owns the rest:
 
   state      TrainState: step, float32 parameters, AdamW state, RNG key
   step       one `jax.jit` program over a (data, fsdp, tensor) mesh: the job's batch preparation,
-             gradients accumulated over micro-batches, the update; donated state
+             gradients accumulated over micro-batches, the update; donated state. `build_step`
+             makes it, for `run` and for the ahead-of-time compiles of aot.py
   metrics    the step returns sums and denominators; they are added up on the device over the
              logging window and divided once, when written (metrics.jsonl and TensorBoard)
   faults     a non-finite loss skips its update and stops the run at the next logging or saving
@@ -556,32 +557,3 @@ class _Best:
 def _allgather(params):
   from jax.experimental import multihost_utils
   return multihost_utils.process_allgather(params)
-
-
-JOBS = ("distill", "finetune")
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) the job `config.job` ("distill" by default; "finetune") in `workdir`.
-
-  Returns the last logged metrics plus "export_dir" (Hugging Face format) when exported.
-  """
-  job_name = config.get("job", "distill")
-  if job_name not in JOBS:
-    raise errors.ConfigError(f"config.job={job_name!r} is not one of {', '.join(JOBS)}")
-  if job_name == "distill":
-    from distilbert_jax import distill as module
-  else:
-    from distilbert_jax import finetune as module
-  from distilbert_jax import configuration
-  config = configuration.resolve_paths(config)
-  module.check_config(config)
-  workdir = Path(workdir).expanduser().absolute()
-  initialize_distributed(config)
-  mesh = make_mesh(config)
-  job = module.make_job(config, workdir)
-  # Only now, with the data read and checked: bad input leaves nothing behind.
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  return run(job, config, workdir, mesh)

@@ -33,9 +33,8 @@ MESHES = {"data": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=1, fsdp=-1,
           "tensor_vocab128": dict(data=-1, fsdp=1, tensor=4)}
 # Priority order: every target once on the data-only mesh first, so that a partial run is a table.
 ROWS = ([("distill", t, "data") for t in TARGETS] + [("distill", t, "fsdp") for t in TARGETS]
-        + [("glue", t, "data") for t in TARGETS] + [("distill", t, "tensor") for t in TARGETS]
-        + [("distill", "v5e-256", "tensor_vocab128")]
-        + [("glue", t, mesh) for mesh in ("fsdp", "tensor") for t in TARGETS])
+        + [("distill", t, "tensor") for t in TARGETS] + [("distill", "v5e-256", "tensor_vocab128")]
+        + [("glue", t, mesh) for mesh in ("data", "fsdp", "tensor") for t in TARGETS])
 
 
 def bert_base_dir(parent: Path, vocab_size: int = 30522) -> str:

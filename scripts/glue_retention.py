@@ -86,7 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import glue as glue_config  # noqa: E402
 from configs import squad as squad_config  # noqa: E402
 from configs.tiny import minilm_dir  # noqa: E402
-from distilbert_jax import finetune, glue, train  # noqa: E402
+from distilbert_jax import finetune, glue, jobs  # noqa: E402
 
 # Task order of the paper's Table 1 (the tasks available here).
 TASKS = ("cola", "mrpc", "rte", "sst2", "stsb", "wnli")
@@ -211,7 +211,7 @@ def _common(config, args, workdir_lr: float, seed: int, epochs: float, batch_siz
 
 
 def run_one(config, workdir: Path, label: str) -> dict:
-  """train_and_evaluate with wall time; reuses workdir/result.json when it exists."""
+  """jobs.train_and_evaluate with wall time; reuses workdir/result.json when it exists."""
   result_file = workdir / "result.json"
   if result_file.exists():
     result = json.loads(result_file.read_text())
@@ -221,7 +221,7 @@ def run_one(config, workdir: Path, label: str) -> dict:
     shutil.rmtree(workdir)
   print(f"[{label}] training in {workdir}", flush=True)
   start = time.perf_counter()
-  last = train.train_and_evaluate(config, str(workdir))
+  last = jobs.train_and_evaluate(config, str(workdir))
   wall = time.perf_counter() - start
   metrics = {k[len("final_eval_"):]: v for k, v in last.items() if k.startswith("final_eval_")}
   result = {"metrics": metrics, "wall_s": wall, "num_steps": last.get("num_steps"),

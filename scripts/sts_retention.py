@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distilbert_jax import convert, evaluate, train  # noqa: E402
+from distilbert_jax import convert, evaluate, jobs  # noqa: E402
 
 config_flags.DEFINE_config_file("config", "configs/minilm_l3.py", "Distillation config.")
 flags.DEFINE_string("sts", None, "GLUE STS-B style train.tsv (sentence1, sentence2, score).", required=True)
@@ -51,7 +51,7 @@ def main(_):
   with config.unlocked():
     config.data.sources = (f"text:{corpus_file}",)
     config.eval_heldout = ""
-  result = train.train_and_evaluate(config, str(workdir / "run"))
+  result = jobs.train_and_evaluate(config, str(workdir / "run"))
 
   # The same layers copied from the teacher, not distilled: what distillation adds.
   teacher_model, teacher_params = convert.load_pretrained(config.teacher.path, head="base")

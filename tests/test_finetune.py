@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, read_metrics
-from distilbert_jax import convert, errors, finetune, glue, train
+from distilbert_jax import convert, errors, finetune, glue, jobs
 from configs import glue as glue_config
 
 POSITIVE = ["a good film", "good acting and a good story", "truly good", "the food was good", "good fun",
@@ -157,7 +157,7 @@ def test_task_distillation_lowers_the_kl_to_the_teacher(finetuned, sentiment, ti
   config.model.layers = (0,)  # a 1-layer student of the 2-layer model
   config.teacher.path = str(finetuned / "export")
   config.loss.alpha_task, config.loss.alpha_kd = 0.0, 1.0
-  train.train_and_evaluate(config, str(tmp_path))
+  jobs.train_and_evaluate(config, str(tmp_path))
   kl = [m["loss_kd"] for m in read_metrics(tmp_path)]
   # loss_task is logged for monitoring but has weight 0: the loss is the KL alone.
   assert all(m["loss"] == pytest.approx(m["loss_kd"], rel=1e-6) for m in read_metrics(tmp_path))
@@ -168,11 +168,11 @@ def test_finetune_resumes_bit_identically_from_a_checkpoint(tiny_bert, sentiment
   config = sentiment_config(tiny_bert, sentiment, **{"train.num_steps": 20, "train.log_every": 1,
                                                      "train.eval_every": 10, "export": False})
   full = tmp_path / "full"
-  train.train_and_evaluate(config, str(full))
+  jobs.train_and_evaluate(config, str(full))
   resumed = tmp_path / "resumed"
   shutil.copytree(full, resumed)
   shutil.rmtree(resumed / "checkpoints" / "20")
-  train.train_and_evaluate(config, str(resumed))
+  jobs.train_and_evaluate(config, str(resumed))
   a, b = read_metrics(full), read_metrics(resumed)
   assert [m["step"] for m in b] == list(range(1, 21))
   for x, y in zip(a[10:], b[10:]):
@@ -208,7 +208,7 @@ def test_squad_finetune_writes_predictions_for_every_question_and_an_export_tran
   config.train.batch_size, config.train.num_steps = 8, 4
   config.train.log_every = config.train.checkpoint_every = 2
   config.train.progress_bar = False
-  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  result = jobs.train_and_evaluate(config, str(tmp_path / "run"))
   predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
   assert sorted(predictions) == ["q00", "q01", "q02", "q10", "q11"]
   assert {"final_eval_exact_match", "final_eval_f1"} <= set(result)
@@ -224,9 +224,9 @@ def test_a_head_of_another_size_needs_reinit_head(finetuned, sentiment, tmp_path
   config = sentiment_config(str(finetuned / "export"), sentiment, **{"train.num_steps": 2, "export": False})
   config.data.train = config.data.eval = str(three)
   with pytest.raises(errors.ConfigError, match="reinit_head"):
-    train.train_and_evaluate(config, str(tmp_path / "a"))
+    jobs.train_and_evaluate(config, str(tmp_path / "a"))
   config.model.reinit_head = True
-  result = train.train_and_evaluate(config, str(tmp_path / "b"))
+  result = jobs.train_and_evaluate(config, str(tmp_path / "b"))
   assert np.isfinite(result["loss"])
 
 
@@ -258,7 +258,7 @@ def test_bad_training_files_are_one_line_errors_naming_the_file(tiny_bert, senti
   config = sentiment_config(tiny_bert, sentiment)
   config.data.train = str(bad)
   with pytest.raises(errors.Error, match=fragment) as error:
-    train.train_and_evaluate(config, str(tmp_path / "w"))
+    jobs.train_and_evaluate(config, str(tmp_path / "w"))
   assert str(bad) in str(error.value) and "\n" not in str(error.value)
   assert not (tmp_path / "w").exists()  # nothing written before the data is read and checked
 
@@ -269,17 +269,17 @@ def test_an_eval_label_outside_the_training_labels_and_an_unknown_task_are_error
   config = sentiment_config(tiny_bert, sentiment)
   config.data.eval = str(other)
   with pytest.raises(glue.TaskDataError, match="maybe"):
-    train.train_and_evaluate(config, str(tmp_path / "w"))
+    jobs.train_and_evaluate(config, str(tmp_path / "w"))
   config.task = "glue_nonsense"
   with pytest.raises(errors.Error, match="glue_nonsense"):
-    train.train_and_evaluate(config, str(tmp_path / "w"))
+    jobs.train_and_evaluate(config, str(tmp_path / "w"))
 
 
 def test_the_python_api_takes_paths_relative_to_the_current_directory(tiny_bert, sentiment, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   config = sentiment_config(os.path.relpath(tiny_bert), sentiment, **{"train.num_steps": 4, "train.eval_every": 4})
   config.data.train, config.data.eval = os.path.relpath(sentiment / "train.tsv"), os.path.relpath(sentiment / "dev.tsv")
-  result = train.train_and_evaluate(config, "runs/relative")
+  result = jobs.train_and_evaluate(config, "runs/relative")
   workdir = tmp_path / "runs" / "relative"
   assert result["export_dir"] == str(workdir / "export") and (workdir / "best" / "params").is_dir()
   assert json.loads((workdir / "eval_results.json").read_text())["num_examples"] == 10

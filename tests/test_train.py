@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, read_metrics
-from distilbert_jax import errors, train
+from distilbert_jax import errors, jobs, train
 
 LOSS_KEYS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_hidden", "grad_norm")
 
@@ -70,9 +70,9 @@ def test_distill_command_runs_end_to_end_and_exports_a_model_transformers_loads(
 
 def test_metrics_are_sums_over_the_logging_window_divided_once(tmp_path, tiny_config):
   every_step = tmp_path / "every"
-  train.train_and_evaluate(tiny_config(**{"train.checkpoint_every": 100}), str(every_step))
+  jobs.train_and_evaluate(tiny_config(**{"train.checkpoint_every": 100}), str(every_step))
   windows = tmp_path / "windows"
-  train.train_and_evaluate(tiny_config(**{"train.checkpoint_every": 100, "train.log_every": 3}), str(windows))
+  jobs.train_and_evaluate(tiny_config(**{"train.checkpoint_every": 100, "train.log_every": 3}), str(windows))
   per_step, per_window = read_metrics(every_step), read_metrics(windows)
   assert [m["step"] for m in per_window] == [3, 6]
   for window, steps in zip(per_window, (per_step[:3], per_step[3:])):
@@ -87,12 +87,12 @@ def test_metrics_are_sums_over_the_logging_window_divided_once(tmp_path, tiny_co
 def test_resume_from_a_checkpoint_gives_bit_identical_metrics(tmp_path, tiny_config):
   config = tiny_config()
   full = tmp_path / "full"
-  train.train_and_evaluate(config, str(full))
+  jobs.train_and_evaluate(config, str(full))
   # Interrupted after the step-3 checkpoint: drop what came later and run the same command again.
   resumed = tmp_path / "resumed"
   shutil.copytree(full, resumed)
   shutil.rmtree(resumed / "checkpoints" / "6")
-  train.train_and_evaluate(config, str(resumed))
+  jobs.train_and_evaluate(config, str(resumed))
   assert [m["step"] for m in read_metrics(resumed)] == [1, 2, 3, 4, 5, 6]
   assert_same_losses(read_metrics(full), read_metrics(resumed), steps=range(4, 7))
 
@@ -100,7 +100,7 @@ def test_resume_from_a_checkpoint_gives_bit_identical_metrics(tmp_path, tiny_con
 def test_kill_9_during_training_then_rerun_matches_an_uninterrupted_run(tmp_path, tiny_config):
   config = tiny_config(**{"train.num_steps": 12, "train.checkpoint_every": 2})
   reference = tmp_path / "reference"
-  train.train_and_evaluate(config, str(reference))
+  jobs.train_and_evaluate(config, str(reference))
   workdir = tmp_path / "killed"
   proc = subprocess.Popen(cli_args(config, workdir), cwd=tmp_path, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -113,7 +113,7 @@ def test_kill_9_during_training_then_rerun_matches_an_uninterrupted_run(tmp_path
     time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  train.train_and_evaluate(config, str(workdir))
+  jobs.train_and_evaluate(config, str(workdir))
   assert [m["step"] for m in read_metrics(workdir)] == list(range(1, 13))
   assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(1, 13))
 
@@ -122,7 +122,7 @@ def test_kill_9_during_training_then_rerun_matches_an_uninterrupted_run(tmp_path
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes_bit_identically(tmp_path, tiny_config, signum):
   config = tiny_config(**{"train.num_steps": 40, "train.checkpoint_every": 1000})
   reference = tmp_path / "reference"
-  train.train_and_evaluate(config, str(reference))
+  jobs.train_and_evaluate(config, str(reference))
   workdir = tmp_path / "preempted"
   proc = subprocess.Popen(cli_args(config, workdir), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
@@ -148,7 +148,7 @@ def test_sigterm_between_logging_steps_resumes_with_every_logged_value_bit_ident
                                                                                      monkeypatch):
   config = tiny_config(**{"train.num_steps": 20, "train.log_every": 4, "train.checkpoint_every": 1000})
   reference = tmp_path / "reference"
-  train.train_and_evaluate(config, str(reference))
+  jobs.train_and_evaluate(config, str(reference))
 
   class SignalledAt13:  # the batch iterator, which sends SIGTERM while step 13 is prepared
     def __init__(self, iterator):
@@ -171,10 +171,10 @@ def test_sigterm_between_logging_steps_resumes_with_every_logged_value_bit_ident
   monkeypatch.setattr(distill.input_pipeline, "make_batch_iterator", lambda *a, **k: SignalledAt13(make(*a, **k)))
   workdir = tmp_path / "preempted"
   with pytest.raises(train.Preempted, match="SIGTERM at step 13"):
-    train.train_and_evaluate(config, str(workdir))
+    jobs.train_and_evaluate(config, str(workdir))
   assert [m["step"] for m in read_metrics(workdir)] == [4, 8, 12]  # nothing logged at step 13
   monkeypatch.undo()
-  train.train_and_evaluate(config, str(workdir))
+  jobs.train_and_evaluate(config, str(workdir))
   assert [m["step"] for m in read_metrics(workdir)] == [4, 8, 12, 16, 20]
   # Step 16's window spans the stop (steps 13-16): carried in the checkpoint, it averages all four.
   assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=(4, 8, 12, 16, 20))
@@ -197,11 +197,11 @@ def _damage(checkpoint_dir: Path, how: str):
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_config, how):
   config = tiny_config()
   full = tmp_path / "full"
-  train.train_and_evaluate(config, str(full))
+  jobs.train_and_evaluate(config, str(full))
   damaged = tmp_path / "damaged"
   shutil.copytree(full, damaged)
   _damage(damaged / "checkpoints" / "6", how)
-  train.train_and_evaluate(config, str(damaged))  # resumes from step 3
+  jobs.train_and_evaluate(config, str(damaged))  # resumes from step 3
   assert_same_losses(read_metrics(full), read_metrics(damaged), steps=range(4, 7))
   assert [p.name.split(".")[0] for p in (damaged / "unreadable_checkpoints").iterdir()] == ["6"]
   assert checkpoint_steps(damaged) == [3, 6]
@@ -209,12 +209,12 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
 
 def test_no_readable_checkpoint_stops_instead_of_training_from_scratch(tmp_path, tiny_config):
   config = tiny_config()
-  train.train_and_evaluate(config, str(tmp_path))
+  jobs.train_and_evaluate(config, str(tmp_path))
   before = read_metrics(tmp_path)
   for step in (3, 6):
     _damage(tmp_path / "checkpoints" / str(step), "delete")
   with pytest.raises(train.TrainingError, match="no readable checkpoint") as error:
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.train_and_evaluate(config, str(tmp_path))
   assert "\n" not in str(error.value) and isinstance(error.value, errors.Error)
   assert read_metrics(tmp_path) == before
 
@@ -222,14 +222,14 @@ def test_no_readable_checkpoint_stops_instead_of_training_from_scratch(tmp_path,
 def test_restoring_onto_smaller_meshes_gives_the_same_losses(tmp_path, tiny_config):
   config = lambda **kw: tiny_config(**{"train.checkpoint_every": 2, "train.keep_checkpoints": 10, **kw})
   reference = tmp_path / "reference"  # 8 devices: data 2, fsdp 2, tensor 2
-  train.train_and_evaluate(config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), str(reference))
+  jobs.train_and_evaluate(config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), str(reference))
   workdir = tmp_path / "moved"
   shutil.copytree(reference, workdir)
   for step in (4, 6):
     shutil.rmtree(workdir / "checkpoints" / str(step))
-  train.train_and_evaluate(config(**{"mesh.data": 4}), str(workdir))  # 4 devices from step 2
+  jobs.train_and_evaluate(config(**{"mesh.data": 4}), str(workdir))  # 4 devices from step 2
   shutil.rmtree(workdir / "checkpoints" / "6")
-  train.train_and_evaluate(config(**{"mesh.data": 1}), str(workdir))  # 1 device from step 4
+  jobs.train_and_evaluate(config(**{"mesh.data": 1}), str(workdir))  # 1 device from step 4
   assert [m["step"] for m in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
   assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(3, 7), rtol=1e-5, atol=1e-5)
 
@@ -237,9 +237,9 @@ def test_restoring_onto_smaller_meshes_gives_the_same_losses(tmp_path, tiny_conf
 @pytest.mark.parametrize("mesh", [(1, 1, 1), (2, 2, 2)])
 def test_meshes_give_the_same_losses_as_eight_way_data_parallel(tmp_path, tiny_config, mesh):
   overrides = {"train.num_steps": 3, "train.checkpoint_every": 100, "export": True}
-  reference = train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "dp"))
+  reference = jobs.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "dp"))
   data, fsdp, tensor = mesh
-  other = train.train_and_evaluate(
+  other = jobs.train_and_evaluate(
       tiny_config(**overrides, **{"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor}),
       str(tmp_path / "other"))
   assert_same_losses(read_metrics(tmp_path / "dp"), read_metrics(tmp_path / "other"), steps=range(1, 4),
@@ -256,7 +256,7 @@ def test_gradient_accumulation_equals_one_batch_k_times_larger(tmp_path, tiny_co
   for k in (1, 4):
     config = tiny_config(**{"train.num_steps": 3, "train.grad_accum_steps": k, "train.checkpoint_every": 100})
     config.student.config_overrides = {"dropout": 0.0, "attention_dropout": 0.0}
-    train.train_and_evaluate(config, str(tmp_path / f"k{k}"))
+    jobs.train_and_evaluate(config, str(tmp_path / f"k{k}"))
     results.append(read_metrics(tmp_path / f"k{k}"))
   assert_same_losses(*results, steps=range(1, 4), rtol=1e-5, atol=1e-6)
 
@@ -270,7 +270,7 @@ def test_logits_at_masked_positions_only_equal_the_full_projection(tmp_path, tin
     config.loss.ce_masked_only = True
     config.loss.alpha_mse = 0.5
     config.loss.logits_at_masked_only = only_masked
-    train.train_and_evaluate(config, str(tmp_path / str(only_masked)))
+    jobs.train_and_evaluate(config, str(tmp_path / str(only_masked)))
     results.append(read_metrics(tmp_path / str(only_masked)))
   full, gathered = ({m["step"]: m for m in r} for r in results)
   for step, rtol, atol in ((1, 1e-6, 1e-7), (2, 1e-5, 1e-6)):  # step 2: after an update with rounding differences
@@ -294,7 +294,7 @@ def test_teacher_free_mlm_pretraining_lowers_the_mlm_loss(tmp_path, tiny_config)
     config.loss[f"alpha_{name}"] = 0.0
   config.loss.logits_at_masked_only = True
   config.optim.learning_rate = 3e-3
-  train.train_and_evaluate(config, str(tmp_path))
+  jobs.train_and_evaluate(config, str(tmp_path))
   metrics = read_metrics(tmp_path)
   losses = [m["loss_mlm"] for m in metrics]
   assert "loss_mlm" in metrics[0] and "loss_ce" not in metrics[0]
@@ -306,7 +306,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
   config.optim.warmup_fraction = 0.0
   config.optim.learning_rate = 1e30  # step 1 is finite and saved; its update makes step 2 overflow
   with pytest.raises(train.TrainingError, match=r"non-finite loss in 1 step\(s\) up to step 2.*\(step 1\)"):
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.train_and_evaluate(config, str(tmp_path))
   assert checkpoint_steps(tmp_path) == [1]
   metrics = read_metrics(tmp_path)
   assert [m["step"] for m in metrics] == [1, 2]
@@ -326,7 +326,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 def test_config_problems_are_reported_before_any_model_is_built(tmp_path, tiny_config, field, value, message):
   config = tiny_config(**{field: value, "train.grad_accum_steps": 4})
   with pytest.raises(errors.Error, match=message):
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "token_cache").exists() and not (tmp_path / "checkpoints").exists()
 
 
@@ -335,7 +335,7 @@ def test_a_corpus_without_text_is_one_line_and_leaves_no_workdir(tmp_path, tiny_
   blank.write_text("\n  \n")
   config = tiny_config(**{"data.sources": (str(blank),), "data.cache_dir": ""})  # a plain path, WORKDIR/token_cache
   with pytest.raises(errors.Error, match="blank.txt: empty corpus") as error:
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    jobs.train_and_evaluate(config, str(tmp_path / "run"))
   assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
 
 
@@ -344,11 +344,11 @@ def test_teacher_losses_without_a_teacher_and_a_tokenizer_of_another_vocabulary_
   config.teacher.random_config = {}
   config.student.init = "random"
   with pytest.raises(errors.ConfigError, match="teacher-free training .* allows only loss.alpha_mlm"):
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.train_and_evaluate(config, str(tmp_path))
   config = tiny_config()
   config.teacher.random_config.vocab_size = 1000
   with pytest.raises(errors.ConfigError, match="has 30522 tokens but the model's vocabulary has 1000"):
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.train_and_evaluate(config, str(tmp_path))
 
 
 def _free_port():
@@ -359,12 +359,12 @@ def _free_port():
 
 def test_two_processes_with_four_devices_each_match_one_process_with_eight(tmp_path, tiny_config):
   config = tiny_config(**{"train.num_steps": 3, "train.checkpoint_every": 100})
-  train.train_and_evaluate(config, str(tmp_path / "single"))
+  jobs.train_and_evaluate(config, str(tmp_path / "single"))
   config.train.multihost = True
   workdir = tmp_path / "multi"
   script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import ml_collections; "
             f"from distilbert_jax import train; "
-            f"train.train_and_evaluate(ml_collections.ConfigDict({config.to_dict()!r}), {str(workdir)!r})")
+            f"jobs.train_and_evaluate(ml_collections.ConfigDict({config.to_dict()!r}), {str(workdir)!r})")
   port = _free_port()
   procs = []
   for i in range(2):
@@ -379,11 +379,11 @@ def test_two_processes_with_four_devices_each_match_one_process_with_eight(tmp_p
 
 
 def test_a_checkpoint_of_another_model_is_an_error_and_is_left_in_place(tmp_path, tiny_config):
-  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  jobs.train_and_evaluate(tiny_config(), str(tmp_path))
   other = tiny_config()
   other.student.layers = (0, 1, 3)  # three student layers instead of two
   with pytest.raises(train.TrainingError, match="holds another model than this config builds"):
-    train.train_and_evaluate(other, str(tmp_path))
+    jobs.train_and_evaluate(other, str(tmp_path))
   assert checkpoint_steps(tmp_path) == [3, 6] and not (tmp_path / "unreadable_checkpoints").exists()
 
 
@@ -392,7 +392,7 @@ def test_a_bfloat16_teacher_and_student_train_on_cpu_close_to_float32(tmp_path, 
   for dtype in ("float32", "bfloat16"):
     config = tiny_config(**{"train.num_steps": 2, "train.checkpoint_every": 100})
     config.teacher.dtype = config.student.dtype = dtype
-    train.train_and_evaluate(config, str(tmp_path / dtype))
+    jobs.train_and_evaluate(config, str(tmp_path / dtype))
     results[dtype] = read_metrics(tmp_path / dtype)
   for key in ("loss_mlm", "loss_cos", "loss_hidden"):  # bfloat16 products, float32 accumulation
     np.testing.assert_allclose(results["bfloat16"][0][key], results["float32"][0][key], rtol=2e-2, err_msg=key)

@@ -1,0 +1,47 @@
+"""The training jobs by the name in `config.job`, and the one call that runs one.
+
+  distill   distill.py: distillation (Sanh et al., 2019) and teacher-free MLM pretraining
+  finetune  finetune.py: fine-tuning and task distillation on GLUE, SQuAD and your own tables
+
+Each job module has check_config(config, data=True), make_job(config, workdir) and
+make_abstract_job(config, platform). The core (train.py) knows none of them: it runs a
+train.Job, and aot.py compiles the step of one.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from distilbert_jax import configuration, errors, train
+
+JOBS = ("distill", "finetune")
+
+
+def job_module(config: ml_collections.ConfigDict):
+  """The module of the job `config.job` names ("distill" by default)."""
+  name = config.get("job", "distill")
+  if name not in JOBS:
+    raise errors.ConfigError(f"config.job={name!r} is not one of {', '.join(JOBS)}")
+  return importlib.import_module(f"distilbert_jax.{name}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the job `config.job` in `workdir`.
+
+  Returns the last logged metrics plus "export_dir" (Hugging Face format) when exported.
+  """
+  module = job_module(config)
+  config = configuration.resolve_paths(config)
+  module.check_config(config)
+  workdir = Path(workdir).expanduser().absolute()
+  train.initialize_distributed(config)
+  mesh = train.make_mesh(config)
+  job = module.make_job(config, workdir)
+  # Only now, with the data read and checked: bad input leaves nothing behind.
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  return train.run(job, config, workdir, mesh)
