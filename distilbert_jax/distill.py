@@ -310,17 +310,10 @@ def positions_cap(micro_shape: tuple, config) -> int:
 
 
 # ===================================================================================== job
-def check_processes(config) -> None:
-  t = config.train
-  if t.batch_size % (jax.process_count() * t.grad_accum_steps):
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
-                             f"x train.grad_accum_steps ({t.grad_accum_steps})")
-
-
 def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
   t = config.train
-  check_processes(config)
+  train.check_processes(config)
   teacher, teacher_params, teacher_config = build_teacher(config)
   student, student_params, student_config = build_student(config, teacher_config, teacher_params)
   _, tokenizer_dir, _ = resolve_data(config, workdir)
@@ -343,7 +336,7 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
   and step, from config files alone. Its parameters are jax.ShapeDtypeStructs; it has no data.
   The masking weights are uniform and the [MASK] id is 0: both are constants of the program that
   change neither its shapes nor its cost."""
-  check_processes(config)
+  train.check_processes(config)
   teacher = build_teacher(config, abstract=True, platform=platform)
   student = build_student(config, teacher[2], teacher[1], abstract=True, platform=platform)
   token_probs = masking.uniform_token_probs(student[2].vocab_size, ())

@@ -524,13 +524,6 @@ def tokenizer_for(config):
   return transformers.AutoTokenizer.from_pretrained(config.data.tokenizer_dir or config.model.path)
 
 
-def check_processes(config) -> None:
-  t = config.train
-  if t.batch_size % (jax.process_count() * t.grad_accum_steps):
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
-                             f"x train.grad_accum_steps ({t.grad_accum_steps})")
-
-
 def _kind(config, task) -> str:
   if is_squad(config.task):
     return "squad"
@@ -547,7 +540,7 @@ def _layer_map(config, student, teacher) -> tuple:
 
 def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   t = config.train
-  check_processes(config)
+  train.check_processes(config)
   data = load_task_data(config, tokenizer_for(config))
   head = head_for(config.task)
   kind = _kind(config, data.task)
@@ -587,7 +580,7 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
   step from the config files alone (config.json of model.path and teacher.path). Parameters are
   jax.ShapeDtypeStructs; nothing is tokenised, and only a custom table without label_names is
   read, for its classes."""
-  check_processes(config)
+  train.check_processes(config)
   m, t, d = config.model, config.teacher, config.data
   head = head_for(config.task)
   if is_squad(config.task):

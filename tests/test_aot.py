@@ -22,13 +22,16 @@ TINY = str(ROOT / "configs" / "tiny.py")
 GLUE = str(ROOT / "configs" / "glue.py")
 
 
-def tiny_distill(**overrides):
-  from configs import tiny
-  config = tiny.get_config()
+def _overridden(config, overrides: dict):
   for key, value in overrides.items():
     section, field = key.split(".")
     config[section][field] = value
   return config
+
+
+def tiny_distill(**overrides):
+  from configs import tiny
+  return _overridden(tiny.get_config(), overrides)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +50,7 @@ def tiny_finetune(model_dir, **overrides):
   config = glue.get_config()
   config.model.path = model_dir
   config.train.batch_size = 8
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    config[section][field] = value
-  return config
+  return _overridden(config, overrides)
 
 
 @pytest.fixture(scope="module")
