@@ -363,7 +363,7 @@ def test_two_processes_with_four_devices_each_match_one_process_with_eight(tmp_p
   config.train.multihost = True
   workdir = tmp_path / "multi"
   script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import ml_collections; "
-            f"from distilbert_jax import train; "
+            f"from distilbert_jax import jobs; "
             f"jobs.train_and_evaluate(ml_collections.ConfigDict({config.to_dict()!r}), {str(workdir)!r})")
   port = _free_port()
   procs = []
