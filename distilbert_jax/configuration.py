@@ -58,7 +58,7 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   """A copy of `config` whose path fields are absolute, relative ones taken from the current
   directory: resolved once, where the config enters, so that nothing later depends on the
   working directory (orbax, for one, refuses relative checkpoint paths)."""
-  from distilbert_jax import token_cache
+  from distilbert_jax.data import token_cache
   config = copy.deepcopy(config)
 
   def field(name):

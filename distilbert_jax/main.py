@@ -162,7 +162,9 @@ def main(argv) -> int:
   _choose_platforms(args.command)
 
   if args.command == "distill":
-    from distilbert_jax import corpus, evaluate, jobs
+    from distilbert_jax import jobs
+    from distilbert_jax.data import corpus
+    from distilbert_jax.tasks import embeddings
     config = _config(args, overrides)
     workdir = _workdir(args.workdir)
     result = jobs.train_and_evaluate(config, str(workdir))
@@ -170,7 +172,7 @@ def main(argv) -> int:
       heldout = config.eval_heldout
       if heldout == "embedded":
         heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
-      evaluate.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
+      embeddings.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
   elif args.command == "finetune":
     from distilbert_jax import jobs
     config = _config(args, overrides)
@@ -178,7 +180,7 @@ def main(argv) -> int:
       raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
     _print_metrics(jobs.train_and_evaluate(config, str(_workdir(args.workdir))))
   elif args.command == "evaluate":
-    from distilbert_jax import finetune
+    from distilbert_jax.jobs import finetune
     finetune.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,
                            batch_size=args.batch_size, out_dir=args.out, text_columns=args.text_columns.split(","),
                            label_column=args.label_column, regression=args.regression)
@@ -186,22 +188,24 @@ def main(argv) -> int:
     from distilbert_jax import convert
     convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)
   elif args.command == "token-counts":
-    from distilbert_jax import distill, token_cache
+    from distilbert_jax.jobs import distill
+    from distilbert_jax.data import token_cache
     config = _config(args, overrides)
     workdir = _workdir(args.workdir)
     cache = distill.build_token_cache(config, workdir)
     token_cache.write_token_counts(cache, args.out)
     print(f"token counts of {cache.num_sequences} sequences written to {args.out}")
   elif args.command == "evaluate-sts":
-    from distilbert_jax import evaluate
-    evaluate.evaluate_sts_main(args.model, args.data, args.teacher)
+    from distilbert_jax.tasks import embeddings
+    embeddings.evaluate_sts_main(args.model, args.data, args.teacher)
   elif args.command == "compile":
     return _compile(args, _config(args, overrides))
   return 0
 
 
 def _compile(args, config) -> int:
-  from distilbert_jax import aot, glue, targets
+  from distilbert_jax.hardware import aot, targets
+  from distilbert_jax.tasks import glue
   target = targets.parse_target(args.target)
   try:
     if args.fit_batch:

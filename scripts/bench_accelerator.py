@@ -15,7 +15,7 @@ def gathered_flops_per_token(student_config, teacher_config, length: int, fracti
   """`flops.distillation_flops_per_token` with the MLM heads (transform dense and vocabulary
   projection) counted only at `fraction` of the tokens: the model FLOPs of a step with
   `loss.logits_at_masked_only`, so that its MFU counts only the work it does."""
-  from distilbert_jax import flops
+  from distilbert_jax.hardware import flops
   head = lambda c: 2 * (c.hidden_size * c.hidden_size + c.hidden_size * c.vocab_size)
   full = flops.distillation_flops_per_token(student_config, teacher_config, length, True, True)
   return full - (1.0 - fraction) * (3 * head(student_config) + head(teacher_config))
@@ -26,7 +26,9 @@ def accelerator_section(force: bool, quick: bool) -> dict:
   only), bfloat16."""
   import jax
   import jax.numpy as jnp
-  from distilbert_jax import distill, flops, models, train
+  from distilbert_jax import models, train
+  from distilbert_jax.jobs import distill
+  from distilbert_jax.hardware import flops
   from bench_training import JaxDistillation
 
   backend = jax.default_backend()

@@ -56,7 +56,7 @@ def matmul_rates(reps: int, dtype: str = "float32", torch_too: bool = True) -> l
 
 
 def roofline_section(reps: int, results: dict) -> dict:
-  from distilbert_jax import flops
+  from distilbert_jax.hardware import flops
 
   matmuls = matmul_rates(reps)
   best = max(max(r["ours_gflops"], r["torch_gflops"]) for r in matmuls)

@@ -48,7 +48,9 @@ class JaxDistillation:
   def __init__(self, config, teacher=None, donate: bool = True, compiler_options: Optional[dict] = None):
     import jax
     import jax.numpy as jnp
-    from distilbert_jax import distill, masking, sharding, train
+    from distilbert_jax import sharding, train
+    from distilbert_jax.jobs import distill
+    from distilbert_jax.data import masking
 
     batch, length = config.train.batch_size, config.data.max_length
     self.config = config

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from bench_common import cpu_name  # this script's directory is on sys.path; it puts the repository there too
-from distilbert_jax import corpus, input_pipeline, token_cache
+from distilbert_jax.data import corpus, input_pipeline, token_cache
 
 
 def as_spec(data: str) -> str:

@@ -64,7 +64,8 @@ def make_config(job: str, target, mesh: str, bert_dir: str):
 
 
 def run_row(job: str, target_name: str, mesh: str, parent: Path) -> dict:
-  from distilbert_jax import aot, errors, targets
+  from distilbert_jax import errors
+  from distilbert_jax.hardware import aot, targets
   target = targets.parse_target(target_name)
   bert_dir = bert_base_dir(parent, 30720 if mesh.endswith("vocab128") else 30522)
   row = dict(job="distill" if job == "distill" else "finetune", target=target_name, mesh_kind=mesh)

@@ -86,7 +86,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import glue as glue_config  # noqa: E402
 from configs import squad as squad_config  # noqa: E402
 from configs.tiny import minilm_dir  # noqa: E402
-from distilbert_jax import finetune, glue, jobs  # noqa: E402
+from distilbert_jax import jobs  # noqa: E402
+from distilbert_jax.jobs import finetune
+from distilbert_jax.tasks import glue
 
 # Task order of the paper's Table 1 (the tasks available here).
 TASKS = ("cola", "mrpc", "rte", "sst2", "stsb", "wnli")

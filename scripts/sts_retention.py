@@ -18,7 +18,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distilbert_jax import convert, evaluate, jobs  # noqa: E402
+from distilbert_jax import convert, jobs  # noqa: E402
+from distilbert_jax.tasks import embeddings
 
 config_flags.DEFINE_config_file("config", "configs/minilm_l3.py", "Distillation config.")
 flags.DEFINE_string("sts", None, "GLUE STS-B style train.tsv (sentence1, sentence2, score).", required=True)
@@ -28,7 +29,7 @@ FLAGS = flags.FLAGS
 
 
 def split_pairs(path: str, heldout_every: int):
-  s1, s2, scores = evaluate.read_sts_tsv(path)
+  s1, s2, scores = embeddings.read_sts_tsv(path)
   held = [i for i in range(len(scores)) if i % heldout_every == 0]
   heldout_sentences = {s for i in held for s in (s1[i], s2[i])}
   distill = []
@@ -63,7 +64,7 @@ def main(_):
   convert.save_pretrained(models.get_model(copied_config, "base"), copied_params, copied_dir,
                           tokenizer_dir=config.teacher.path, overwrite=True)
 
-  scores = {name: evaluate.sts_spearman(evaluate.Encoder(path), h1, h2, h_scores)
+  scores = {name: embeddings.sts_spearman(embeddings.Encoder(path), h1, h2, h_scores)
             for name, path in (("teacher", config.teacher.path), ("student", result["export_dir"]),
                                ("copied_layers", str(copied_dir)))}
   summary = {**scores, "student_retention": scores["student"] / scores["teacher"],

@@ -29,7 +29,7 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory):
-  from distilbert_jax import corpus
+  from distilbert_jax.data import corpus
   return corpus.write_embedded_corpus(tmp_path_factory.mktemp("corpus"))["train"]
 
 

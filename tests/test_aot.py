@@ -15,7 +15,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from conftest import ROOT
-from distilbert_jax import aot, errors, hlo_stats, models, targets, train
+from distilbert_jax import errors, models, train
+from distilbert_jax.hardware import aot, hlo_stats, targets
 from test_main import assert_one_line_error, cli
 
 pytest.importorskip("libtpu", reason="the tpu extra (libtpu) is not installed")
@@ -94,7 +95,7 @@ def test_a_bfloat16_cpu_config_compiled_for_tpu_takes_tpu_choices(reports):
   assert report["compiler_options"] == {}
   # The same job compiled for this CPU gets XLA:CPU options (a bfloat16 student trains only
   # with YNNPACK fusing its products); none of them may reach a TPU compile.
-  job = __import__("distilbert_jax.distill", fromlist=["x"]).make_abstract_job(
+  job = __import__("distilbert_jax.jobs.distill", fromlist=["x"]).make_abstract_job(
       tiny_distill(**{"student.dtype": "bfloat16"}), "cpu")
   assert any(k.startswith("xla_cpu") for k in train.step_compiler_options(job, "cpu"))
   assert models.resolve_dtype("auto", "tpu") == jnp.bfloat16

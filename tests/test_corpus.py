@@ -1,5 +1,5 @@
 """The embedded corpus: real prose from the standard library, deterministic, atomic files."""
-from distilbert_jax import corpus
+from distilbert_jax.data import corpus
 
 
 def test_embedded_corpus_is_deterministic_prose_with_a_disjoint_heldout_split(tmp_path):

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, read_metrics
-from distilbert_jax import convert, errors, finetune, glue, jobs
+from distilbert_jax import convert, errors, jobs
+from distilbert_jax.jobs import finetune
+from distilbert_jax.tasks import glue
 from configs import glue as glue_config
 
 POSITIVE = ["a good film", "good acting and a good story", "truly good", "the food was good", "good fun",

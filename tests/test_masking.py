@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from distilbert_jax import masking
+from distilbert_jax.data import masking
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL_IDS = (PAD, UNK, CLS, SEP, MASK)

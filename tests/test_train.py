@@ -166,7 +166,7 @@ def test_sigterm_between_logging_steps_resumes_with_every_logged_value_bit_ident
     def __getattr__(self, name):
       return getattr(self.iterator, name)
 
-  from distilbert_jax import distill
+  from distilbert_jax.jobs import distill
   make = distill.input_pipeline.make_batch_iterator
   monkeypatch.setattr(distill.input_pipeline, "make_batch_iterator", lambda *a, **k: SignalledAt13(make(*a, **k)))
   workdir = tmp_path / "preempted"

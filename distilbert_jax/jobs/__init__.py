@@ -25,7 +25,7 @@ def job_module(config: ml_collections.ConfigDict):
   name = config.get("job", "distill")
   if name not in JOBS:
     raise errors.ConfigError(f"config.job={name!r} is not one of {', '.join(JOBS)}")
-  return importlib.import_module(f"distilbert_jax.{name}")
+  return importlib.import_module(f"distilbert_jax.jobs.{name}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

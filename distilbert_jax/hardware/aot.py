@@ -27,9 +27,10 @@ from typing import Optional
 import jax
 import ml_collections
 
-from distilbert_jax import configuration, errors, hlo_stats, jobs, targets, train
+from distilbert_jax import configuration, errors, jobs, train
 
 # The paper's corpus (English Wikipedia and Toronto Book Corpus, about 3.3 billion tokens) seen
+from distilbert_jax.hardware import hlo_stats, targets
 # three times: the training length that the report's `hours` column assumes.
 PAPER_TOKENS = 3 * 3.3e9
 

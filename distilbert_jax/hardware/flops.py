@@ -40,7 +40,7 @@ def distillation_flops_per_token(student_config, teacher_config: Optional[object
 def device_peak_flops(device: Optional[jax.Device] = None) -> Optional[float]:
   """Peak bfloat16 FLOP/s of a device (targets.CHIPS, by its device_kind), or None where unknown
   (such as a CPU)."""
-  from distilbert_jax import targets
+  from distilbert_jax.hardware import targets
   chip = targets.chip_of_device_kind((device or jax.devices()[0]).device_kind)
   return None if chip is None else chip.peak_flops
 

