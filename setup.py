@@ -29,7 +29,7 @@ setuptools.setup(
     extras_require={
         # A CPU build of torch: the PyTorch side of conversion and of the parity tests.
         "torch": ["torch>=2.4"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn", "pyflakes>=3"],
         # `distilbert-jax compile` for Cloud TPU targets on any machine: libtpu describes the
         # slices and compiles for them (jax's own extra pins the libtpu of its release).
         "tpu": ["jax[tpu]"],

@@ -15,7 +15,7 @@ float32 whatever the input dtype, so bfloat16 activations lose nothing in the re
 from __future__ import annotations
 
 import functools
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -191,3 +191,24 @@ def hidden_mse_loss(student_hidden: jax.Array, teacher_hidden: jax.Array, weight
   per_position = jnp.sum(jnp.square(_f32(student_hidden) - _f32(teacher_hidden)), axis=-1)
   loss_sum, weight_sum = _weighted_sum(per_position, weights)
   return loss_sum, weight_sum * student_hidden.shape[-1]
+
+
+def hidden_layer_map(pairs: Sequence[Sequence[int]], student_layers: Sequence[int]) -> tuple:
+  """The (student, teacher) hidden-state pairs of the hidden-state loss; index 0 is the
+  embeddings' output, index i the output of layer i.
+
+  Args:
+    pairs: the config's explicit pairs (loss.hidden_layer_map); they win when given.
+    student_layers: otherwise, for each student layer i, the 0-based teacher layer it was
+      initialised from; student layer i is then matched to that teacher layer.
+  """
+  if pairs:
+    return tuple(tuple(int(i) for i in p) for p in pairs)
+  return tuple((i + 1, t + 1) for i, t in enumerate(student_layers))
+
+
+def hidden_states_loss(student_hidden: Sequence[jax.Array], teacher_hidden: Sequence[jax.Array],
+                       layer_map: Sequence[tuple], weights: jax.Array) -> jax.Array:
+  """Sum over layer_map of hidden_mse_loss's loss sum: student_hidden and teacher_hidden are the
+  models' hidden_states ([batch, length, hidden] each), weights [batch, length]."""
+  return sum(hidden_mse_loss(student_hidden[s], teacher_hidden[t], weights)[0] for s, t in layer_map)

@@ -205,7 +205,7 @@ def main(argv) -> int:
 
 def _compile(args, config) -> int:
   from distilbert_jax.hardware import aot, targets
-  from distilbert_jax.tasks import glue
+  from distilbert_jax import atomic
   target = targets.parse_target(args.target)
   try:
     if args.fit_batch:
@@ -215,14 +215,14 @@ def _compile(args, config) -> int:
       report = aot.compile_step(config, target)
   except aot.DoesNotFit as e:
     if args.out and e.report is not None:
-      glue.write_text_atomic(args.out, json.dumps(e.report, indent=2) + "\n")
+      atomic.write_text(args.out, json.dumps(e.report, indent=2) + "\n")
     raise
   print(aot.format_report(report))
   if args.fit_batch:
     print(f"largest micro-batch that fits: {report['per_device_micro_batch']} per device, "
           f"--config.train.grad_accum_steps={report['grad_accum_steps']}")
   if args.out:
-    glue.write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    atomic.write_text(args.out, json.dumps(report, indent=2) + "\n")
   return 0
 
 

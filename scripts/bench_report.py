@@ -98,7 +98,7 @@ def format_report(results: dict) -> str:
       compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") else "-"
       lines.append(f"| {r['name']} | {r['batch']}x{r['length']} | {ms(r['step_s'])} | {r['tokens_per_s']:,.0f} | "
                    f"{mfu} | {compile_s} |")
-    lines += ["", "MFU counts the model FLOPs of distilbert_jax/flops.py (the step with the vocabulary head at "
+    lines += ["", "MFU counts the model FLOPs of distilbert_jax/hardware/flops.py (the step with the vocabulary head at "
               "the masked positions: that head only at those positions) over the device's bfloat16 peak."]
   if results.get("roofline"):
     roof = results["roofline"]

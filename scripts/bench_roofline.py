@@ -2,7 +2,7 @@
 
 The matrix products of these models at 1,024 tokens run alone in each framework (GFLOP/s);
 beside them, the model FLOP rate each framework reaches end to end (counts from
-distilbert_jax/flops.py) and the rate that a target ratio over PyTorch would need.
+distilbert_jax/hardware/flops.py) and the rate that a target ratio over PyTorch would need.
 """
 from __future__ import annotations
 

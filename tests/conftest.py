@@ -64,6 +64,23 @@ def tiny_config(minilm, corpus_file, token_cache_dir):
   return make
 
 
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, minilm):
+  import shutil
+  """A random 2-layer BERT with MiniLM's vocabulary and tokenizer, as a Hugging Face directory."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=64)
+  path = tmp_path_factory.mktemp("tiny_bert")
+  transformers.BertModel(config).save_pretrained(path)
+  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    if (Path(minilm) / name).exists():
+      shutil.copy(Path(minilm) / name, path / name)
+  return str(path)
+
+
 def read_metrics(workdir):
   """metrics.jsonl of a run as a list of dicts."""
   return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]

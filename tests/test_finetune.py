@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,22 +20,6 @@ POSITIVE = ["a good film", "good acting and a good story", "truly good", "the fo
             "so good", "a good day", "good music", "very good indeed", "good and warm"]
 NEGATIVE = ["a bad film", "bad acting and a bad story", "truly bad", "the food was bad", "bad fun",
             "so bad", "a bad day", "bad music", "very bad indeed", "bad and cold"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory, minilm):
-  """A random 2-layer BERT with MiniLM's vocabulary and tokenizer, as a Hugging Face directory."""
-  import torch
-  import transformers
-  torch.manual_seed(0)
-  config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=64, max_position_embeddings=64)
-  path = tmp_path_factory.mktemp("tiny_bert")
-  transformers.BertModel(config).save_pretrained(path)
-  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-    if (Path(minilm) / name).exists():
-      shutil.copy(Path(minilm) / name, path / name)
-  return str(path)
 
 
 @pytest.fixture(scope="module")

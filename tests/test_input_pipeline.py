@@ -308,9 +308,9 @@ def test_killed_build_process_leaves_no_usable_half_cache(tmp_path):
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
-  assert [p.startswith(".tmp-") for p in os.listdir(cache_dir)] == [True]
+  assert [(p.startswith("."), ".tmp-" in p) for p in os.listdir(cache_dir)] == [(True, True)]
   cache = build(tmp_path, [f"text:{path}"], min_length=3)
-  assert cache.num_sequences == 10 and not os.path.basename(cache.path).startswith(".tmp-")
+  assert cache.num_sequences == 10 and not os.path.basename(cache.path).startswith(".")
 
 
 # ------------------------------------------------------------------------------------------

@@ -245,3 +245,21 @@ def test_kl_div_loss_gradients_match_torch_autograd_for_student_and_teacher(seed
   got = jax.grad(mean_loss, argnums=(0, 1))(jnp.asarray(student), jnp.asarray(teacher))
   for ours, ref in zip(got, (s.grad, t.grad)):
     np.testing.assert_allclose(np.asarray(ours), ref.numpy(), atol=1e-7, rtol=1e-5)
+
+
+def test_hidden_layer_map_matches_each_student_layer_to_its_source_and_explicit_pairs_win():
+  assert losses.hidden_layer_map((), (0, 3, 5)) == ((1, 1), (2, 4), (3, 6))
+  assert losses.hidden_layer_map([[0, 0], [3, 6]], (0, 3, 5)) == ((0, 0), (3, 6))
+
+
+def test_hidden_states_loss_is_the_float64_sum_of_squared_differences_over_the_pairs():
+  rng = np.random.default_rng(0)
+  student = [rng.normal(size=(2, 5, 4)) for _ in range(3)]
+  teacher = [rng.normal(size=(2, 5, 4)) for _ in range(4)]
+  weights = (rng.random((2, 5)) > 0.3).astype(np.float64)
+  layer_map = ((1, 1), (2, 3))
+  expected = sum(np.sum(weights[..., None] * (student[s] - teacher[t]) ** 2) for s, t in layer_map)
+  got = losses.hidden_states_loss([jnp.asarray(x, jnp.float32) for x in student],
+                                  [jnp.asarray(x, jnp.float32) for x in teacher], layer_map,
+                                  jnp.asarray(weights, jnp.float32))
+  np.testing.assert_allclose(float(got), expected, rtol=1e-6)

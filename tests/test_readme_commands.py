@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from test_finetune import NEGATIVE, PARAGRAPHS, POSITIVE, tiny_bert  # pylint: disable=unused-import
+from test_finetune import NEGATIVE, PARAGRAPHS, POSITIVE
 
 pytestmark = pytest.mark.slow
 

@@ -33,9 +33,7 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -46,7 +44,7 @@ import flax
 from flax import traverse_util
 from flax.linen import meta
 
-from distilbert_jax import errors, models
+from distilbert_jax import atomic, errors, models
 from distilbert_jax.models import layers as model_layers
 
 log = logging.getLogger(__name__)
@@ -553,20 +551,8 @@ def _atomic_directory(out_dir, overwrite: bool):
   does; anything else already there needs overwrite=True."""
   out_dir = Path(out_dir).expanduser().absolute()
   _check_output(out_dir, overwrite, "pass overwrite=True to replace it")
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-  try:
+  with atomic.directory(out_dir, replace=True) as tmp:
     yield tmp
-    if out_dir.exists():  # overwrite: move the old directory aside, then swap
-      old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-      os.replace(out_dir, old / out_dir.name)
-      os.replace(tmp, out_dir)
-      shutil.rmtree(old)
-    else:
-      os.replace(tmp, out_dir)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp)
 
 
 def _copy_tokenizer(model, tokenizer_dir, out: Path) -> None:

@@ -16,6 +16,8 @@ import re
 import sysconfig
 from pathlib import Path
 
+from distilbert_jax import atomic
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _CODE_CHARS = re.compile(r"[=<>{}\[\]_`|\\#@$*~^]|\(\)|::|->|\w\.\w")
 
@@ -80,9 +82,7 @@ def write_embedded_corpus(out_dir: str | os.PathLike, heldout_fraction: float = 
     n_heldout = max(1, int(len(sentences) * heldout_fraction))
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, lines in ((heldout, sentences[:n_heldout]), (train, sentences[n_heldout:])):
-      tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may write at once
-      tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-      os.replace(tmp, path)
+      atomic.write_text(path, "\n".join(lines) + "\n")  # several processes may write at once
   count = lambda p: sum(1 for _ in p.open(encoding="utf-8"))
   digest = hashlib.sha256(train.read_bytes() + heldout.read_bytes()).hexdigest()[:16]
   return {"train": str(train), "heldout": str(heldout), "num_train": count(train),

@@ -35,7 +35,7 @@ at most 65,536 entries, else int32), offsets.npy (int64, num_sequences + 1), met
 The key hashes the sources (with file sizes and mtimes), the tokenizer files and the settings,
 so a changed input or setting builds a new cache. A build writes into a temporary directory
 that is renamed into place only when complete, so a killed build never leaves a usable half
-cache (its `.tmp-*` directory may be deleted by hand). Several processes on a shared
+cache (its `.KEY.tmp-*` directory may be deleted by hand). Several processes on a shared
 filesystem: call `build_token_cache` on process 0 first, then a barrier, then on the others,
 which only read; two concurrent builders are safe too (the second rename loses and is dropped).
 """
@@ -49,8 +49,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Iterator, Sequence
 
@@ -58,7 +56,7 @@ from absl import logging
 import numpy as np
 import tokenizers
 
-from distilbert_jax import errors
+from distilbert_jax import atomic, errors
 
 FORMAT_VERSION = 1
 _TEXTS_PER_ENCODE = 16_384  # encode_batch parallelises over a batch in Rust, on every core.
@@ -516,36 +514,12 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
     created.insert(0, directory)
     directory = os.path.dirname(directory)
   os.makedirs(cache_dir, exist_ok=True)
-  tmp_path = tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=cache_dir)
   try:
-    started = time.time()
-    counts = collections.Counter(dict.fromkeys(_COUNT_NAMES, 0))
-    writer = _SequenceWriter(tmp_path, tokenizer, max_length=max_length,
-                             min_length=min_length, pack=pack, counts=counts)
-    texts = itertools.chain.from_iterable(source.texts(counts) for source in parsed)
-    while batch := list(itertools.islice(texts, _TEXTS_PER_ENCODE)):
-      encodings = tokenizer.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
-      writer.add([e.ids for e in encodings])
-    writer.close()
-    counts["tokens"] = writer.num_tokens
-    if not counts["sequences"]:
-      raise InputPipelineError(
-          f"{', '.join(sources)}: empty corpus, no sequence left after filtering ({dict(counts)})")
-    metadata = dict(settings, key=key, tokenizer_dir=os.path.abspath(tokenizer_dir),
-                    vocab_size=tokenizer.vocab_size, special_ids=tokenizer.special_ids,
-                    token_dtype=_token_dtype(tokenizer.vocab_size).name, counts=dict(counts),
-                    build_seconds=round(time.time() - started, 3))
-    with open(os.path.join(tmp_path, "metadata.json"), "w", encoding="utf-8") as f:
-      json.dump(metadata, f, indent=1)
-    try:
-      os.replace(tmp_path, final_path)  # Atomic: the cache appears whole or not at all.
-    except OSError:  # Another process finished the same cache first: keep theirs.
-      shutil.rmtree(tmp_path, ignore_errors=True)
-      if not os.path.isfile(os.path.join(final_path, "metadata.json")):
-        raise InputPipelineError(
-            f"{final_path}: exists but is not a complete token cache, delete it") from None
+    with atomic.directory(final_path, replace=False) as tmp_path:
+      _build(str(tmp_path), parsed, tokenizer, settings, key, tokenizer_dir, max_length, min_length, pack, sources)
+    if not os.path.isfile(os.path.join(final_path, "metadata.json")):
+      raise InputPipelineError(f"{final_path}: exists but is not a complete token cache, delete it")
   except BaseException:
-    shutil.rmtree(tmp_path, ignore_errors=True)
     for directory in reversed(created):
       try:
         os.rmdir(directory)  # only while empty: another process may have filled it meanwhile
@@ -558,6 +532,30 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
     logging.warning("Skipped %d lines that are not UTF-8 and %d malformed lines or rows.",
                     cache.stats["undecodable_lines"], cache.stats["malformed_lines"])
   return cache
+
+
+def _build(tmp_path, parsed, tokenizer, settings, key, tokenizer_dir, max_length, min_length, pack, sources):
+  """Writes the cache's files and its metadata.json (last: a cache without it is incomplete)
+  into the empty directory tmp_path."""
+  started = time.time()
+  counts = collections.Counter(dict.fromkeys(_COUNT_NAMES, 0))
+  writer = _SequenceWriter(tmp_path, tokenizer, max_length=max_length,
+                           min_length=min_length, pack=pack, counts=counts)
+  texts = itertools.chain.from_iterable(source.texts(counts) for source in parsed)
+  while batch := list(itertools.islice(texts, _TEXTS_PER_ENCODE)):
+    encodings = tokenizer.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+    writer.add([e.ids for e in encodings])
+  writer.close()
+  counts["tokens"] = writer.num_tokens
+  if not counts["sequences"]:
+    raise InputPipelineError(
+        f"{', '.join(sources)}: empty corpus, no sequence left after filtering ({dict(counts)})")
+  metadata = dict(settings, key=key, tokenizer_dir=os.path.abspath(tokenizer_dir),
+                  vocab_size=tokenizer.vocab_size, special_ids=tokenizer.special_ids,
+                  token_dtype=_token_dtype(tokenizer.vocab_size).name, counts=dict(counts),
+                  build_seconds=round(time.time() - started, 3))
+  with open(os.path.join(tmp_path, "metadata.json"), "w", encoding="utf-8") as f:
+    json.dump(metadata, f, indent=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -575,9 +573,6 @@ def count_tokens(cache: TokenCache) -> np.ndarray:
 def write_token_counts(cache: TokenCache, path: str) -> np.ndarray:
   """Writes count_tokens(cache) to `path` (.npy) atomically and returns the counts."""
   counts = count_tokens(cache)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp_path = f"{path}.tmp-{os.getpid()}"
-  with open(tmp_path, "wb") as f:
+  with atomic.writing(path, "wb") as f:
     np.save(f, counts)
-  os.replace(tmp_path, path)
   return counts

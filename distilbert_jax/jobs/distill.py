@@ -221,13 +221,11 @@ def build_student(config, teacher_config, teacher_params, abstract: bool = False
 
 def hidden_layer_map(config, student_config, teacher_config) -> tuple:
   """(student hidden-state index, teacher hidden-state index) pairs; index 0 = embeddings."""
-  if config.loss.hidden_layer_map:
-    return tuple(tuple(p) for p in config.loss.hidden_layer_map)
-  if config.loss.alpha_hidden <= 0 or teacher_config is None:
-    return ()
-  layers = convert.default_student_layers(teacher_config.num_hidden_layers, student_config.num_hidden_layers) \
-      if not config.student.layers else tuple(config.student.layers)
-  return tuple((i + 1, t + 1) for i, t in enumerate(layers))
+  if config.loss.hidden_layer_map or config.loss.alpha_hidden <= 0 or teacher_config is None:
+    return losses.hidden_layer_map(config.loss.hidden_layer_map, ())
+  layers = tuple(config.student.layers) or convert.default_student_layers(
+      teacher_config.num_hidden_layers, student_config.num_hidden_layers)
+  return losses.hidden_layer_map(config.loss.hidden_layer_map, layers)
 
 
 # ===================================================================================== losses
@@ -295,9 +293,8 @@ class DistillationLoss:
         sums["cos"] = losses.cosine_embedding_loss(
             student_out.last_hidden_state, teacher_out.last_hidden_state, real)[0]
       if need_hidden:
-        sums["hidden"] = sum(
-            losses.hidden_mse_loss(student_out.hidden_states[s], teacher_out.hidden_states[t], real)[0]
-            for s, t in self.layer_map)
+        sums["hidden"] = losses.hidden_states_loss(
+            student_out.hidden_states, teacher_out.hidden_states, self.layer_map, real)
     return sums
 
 

@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distilbert_jax import convert, errors, losses, models, sharding, train
+from distilbert_jax import atomic, convert, errors, losses, models, sharding, train
 from distilbert_jax.hardware import flops
 from distilbert_jax.tasks import glue, squad
 from distilbert_jax.data import input_pipeline
@@ -348,8 +348,8 @@ class TaskLoss:
         sums["kd"] = losses.kl_div_loss(logits, teacher_out.logits, ones, l.temperature)[0]
     if need_hidden:
       real = batch["attention_mask"].astype(jnp.float32)
-      sums["hidden"] = sum(losses.hidden_mse_loss(student_out.hidden_states[s], teacher_out.hidden_states[t], real)[0]
-                           for s, t in self.layer_map)
+      sums["hidden"] = losses.hidden_states_loss(student_out.hidden_states, teacher_out.hidden_states,
+                                                 self.layer_map, real)
     return sums
 
 
@@ -439,7 +439,7 @@ class Evaluator:
     """eval_results.json and the predictions: SQuAD predictions.json ({id: answer}), GLUE the
     benchmark's submission format, one file per split under predictions/SPLIT/."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    glue.write_text_atomic(out_dir / "eval_results.json", strict_json(metrics))
+    atomic.write_text(out_dir / "eval_results.json", strict_json(metrics))
     for eval_set in self.data.evals:
       if self._is_span():
         name = "predictions.json" if len(self.data.evals) == 1 else f"predictions_{eval_set.name}.json"
@@ -534,11 +534,10 @@ def _kind(config, task) -> str:
 
 
 def _layer_map(config, student, teacher) -> tuple:
-  layer_map = tuple(tuple(p) for p in config.loss.hidden_layer_map)
-  if not layer_map and config.loss.alpha_hidden > 0 and teacher is not None:
-    layers = tuple(config.model.layers) or tuple(range(student.config.num_hidden_layers))
-    layer_map = tuple((i + 1, j + 1) for i, j in enumerate(layers))
-  return layer_map
+  if config.loss.hidden_layer_map or config.loss.alpha_hidden <= 0 or teacher is None:
+    return losses.hidden_layer_map(config.loss.hidden_layer_map, ())
+  layers = tuple(config.model.layers) or tuple(range(student.config.num_hidden_layers))
+  return losses.hidden_layer_map(config.loss.hidden_layer_map, layers)
 
 
 def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from distilbert_jax import convert, errors, models
+from distilbert_jax import atomic, convert, errors, models
 
 
 class EvaluationError(errors.Error, ValueError):
@@ -213,10 +213,9 @@ def write_report_png(path: str, metrics_jsonl: str, similarities: tuple[np.ndarr
   ax_sim.set(xlabel="teacher cosine similarity", ylabel="student cosine similarity",
              title="held-out sentence pairs")
   fig.tight_layout()
-  tmp = f"{path}.tmp.png"
-  fig.savefig(tmp, dpi=100)
+  with atomic.writing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=100)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def check_export_matches_transformers(export_dir: str, encoder: Encoder, sentences: Sequence[str]) -> float:
@@ -247,8 +246,8 @@ def distill_report(workdir: str, export_dir: str, teacher_dir: str, heldout_file
   similarities = comparison.pop("_similarities")
   comparison["export_max_abs_diff_vs_transformers"] = export_diff
   workdir = Path(workdir)
-  (workdir / "report.md").write_text(table + "\n")
-  (workdir / "report.json").write_text(json.dumps(comparison, indent=2) + "\n")
+  atomic.write_text(workdir / "report.md", table + "\n")
+  atomic.write_text(workdir / "report.json", json.dumps(comparison, indent=2) + "\n")
   write_report_png(str(workdir / "report.png"), str(workdir / "metrics.jsonl"), similarities)
   print(f"\nexport {export_dir} reloads in transformers; max |difference| of hidden states: {export_diff:.2e}")
   print(table)

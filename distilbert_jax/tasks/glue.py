@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -43,7 +42,7 @@ from absl import logging
 import numpy as np
 import scipy.stats
 
-from distilbert_jax import errors
+from distilbert_jax import atomic, errors
 
 
 class TaskDataError(errors.Error, ValueError):
@@ -521,22 +520,6 @@ def compute_metrics(task: Union[str, Task], predictions, labels) -> dict[str, fl
 # Writers
 
 
-def write_text_atomic(path: Union[str, os.PathLike], text: str) -> Path:
-  """Write `text` to `path` through a temporary file in the same directory and a rename, so a
-  reader never sees half a file."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return path
-
-
 def submission_file_name(task: Union[str, Task], split: str = "test") -> str:
   task = get_task(task)
   return _SUBMISSION_FILES.get((task.name, split), f"{task.dir_name or task.name}.tsv")
@@ -556,4 +539,4 @@ def write_submission(out_dir: Union[str, os.PathLike], task: Union[str, Task], s
   else:
     column = [task.label_names[int(v)] for v in values]
   lines = ["index\tprediction", *(f"{i}\t{p}" for i, p in zip(ids, column))]
-  return write_text_atomic(Path(out_dir) / submission_file_name(task, split), "\n".join(lines) + "\n")
+  return atomic.write_text(Path(out_dir) / submission_file_name(task, split), "\n".join(lines) + "\n")

@@ -41,8 +41,7 @@ from typing import Optional, Sequence, Union
 from absl import logging
 import numpy as np
 
-from distilbert_jax import errors
-from distilbert_jax.tasks.glue import write_text_atomic
+from distilbert_jax import atomic, errors
 
 
 class SquadDataError(errors.Error, ValueError):
@@ -359,4 +358,4 @@ def evaluate(examples: Sequence[Example], predictions: dict[str, str],
 
 def write_predictions(path: Union[str, os.PathLike], predictions: dict[str, str]) -> Path:
   """predictions.json, {question id: answer text}, the official scripts' input; atomic."""
-  return write_text_atomic(path, json.dumps(predictions, ensure_ascii=False, indent=1) + "\n")
+  return atomic.write_text(path, json.dumps(predictions, ensure_ascii=False, indent=1) + "\n")

@@ -37,7 +37,7 @@ import optax
 from absl import logging
 
 from distilbert_jax.train import checkpoints as checkpoints_lib
-from distilbert_jax import convert, errors, models, sharding
+from distilbert_jax import atomic, convert, errors, models, sharding
 from distilbert_jax.hardware import flops
 
 
@@ -554,9 +554,7 @@ class _Best:
                    "metrics": {k: v for k, v in metrics.items() if k.startswith("eval_")}}
     if self.enabled:
       convert.save_flax(job.model, host_params, self.dir, tokenizer_dir=job.tokenizer_dir, overwrite=True)
-      tmp = self.record_path.with_suffix(".json.tmp")
-      tmp.write_text(json.dumps(self.record, indent=2))
-      os.replace(tmp, self.record_path)
+      atomic.write_text(self.record_path, json.dumps(self.record, indent=2))
 
   def params(self):
     head = json.loads((self.dir / "config.json").read_text())[convert.FLAX_HEAD_KEY]
