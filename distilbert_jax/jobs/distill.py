@@ -34,6 +34,7 @@ import numpy as np
 from distilbert_jax import convert, errors, losses, models, train
 from distilbert_jax.data import corpus, input_pipeline, masking, token_cache
 from distilbert_jax.hardware import flops
+from distilbert_jax.jobs import checks
 
 LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
 TEACHER_LOSSES = ("ce", "cos", "mse", "hidden")
@@ -52,7 +53,7 @@ def needs_logits(config) -> bool:
 def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   """Every check that needs no model and no text, so that a bad run fails in a second; without
   `data` (an ahead-of-time compile) only those of the step, none of the corpus or tokenizer."""
-  l, t = config.loss, config.train
+  l = config.loss
   for name in LOSS_NAMES:
     if getattr(l, f"alpha_{name}") < 0:
       raise errors.ConfigError(f"loss.alpha_{name}={getattr(l, f'alpha_{name}')} must be >= 0")
@@ -73,14 +74,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   if l.logits_at_masked_only and (l.alpha_ce > 0 or l.alpha_mse > 0) and not l.ce_masked_only:
     raise errors.ConfigError("loss.logits_at_masked_only needs loss.ce_masked_only=True when loss_ce or loss_mse "
                              "is on (they would need the logits at every token)")
-  if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of "
-                             f"train.grad_accum_steps={t.grad_accum_steps}")
-  for name in ("log_every", "checkpoint_every"):
-    if t[name] <= 0:
-      raise errors.ConfigError(f"train.{name}={t[name]} must be > 0")
-  if config.teacher.path and not os.path.isdir(config.teacher.path):
-    raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  checks.check_schedule(config)
+  checks.check_directory(config.teacher.path, "teacher.path")
   positions = _max_positions(config)
   if positions is not None:
     input_pipeline.check_lengths(config.data, *positions)
@@ -312,7 +307,7 @@ def positions_cap(micro_shape: tuple, config) -> int:
 def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
   t = config.train
-  train.check_processes(config)
+  checks.check_processes(config)
   teacher, teacher_params, teacher_config = build_teacher(config)
   student, student_params, student_config = build_student(config, teacher_config, teacher_params)
   _, tokenizer_dir, _ = resolve_data(config, workdir)
@@ -335,7 +330,7 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
   and step, from config files alone. Its parameters are jax.ShapeDtypeStructs; it has no data.
   The masking weights are uniform and the [MASK] id is 0: both are constants of the program that
   change neither its shapes nor its cost."""
-  train.check_processes(config)
+  checks.check_processes(config)
   teacher = build_teacher(config, abstract=True, platform=platform)
   student = build_student(config, teacher[2], teacher[1], abstract=True, platform=platform)
   token_probs = masking.uniform_token_probs(student[2].vocab_size, ())

@@ -37,6 +37,7 @@ from absl import logging
 
 from distilbert_jax import atomic, convert, errors, losses, models, sharding, train
 from distilbert_jax.hardware import flops
+from distilbert_jax.jobs import checks
 from distilbert_jax.tasks import glue, squad
 from distilbert_jax.data import input_pipeline
 
@@ -478,22 +479,18 @@ def _to_host(x) -> np.ndarray:
 def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   """Every check that needs no model and no text; without `data` (an ahead-of-time compile)
   none of the data files."""
-  d, m, l, t = config.data, config.model, config.loss, config.train
+  d, m, l = config.data, config.model, config.loss
   if not is_squad(config.task) and config.task != "custom":
     glue.get_task(config.task)  # unknown task names are listed in its error
   if not m.path:
     raise errors.ConfigError("model.path is empty: name a Hugging Face or distilbert_jax model directory")
-  if not os.path.isdir(m.path):
-    raise errors.ConfigError(f"{m.path}: no such directory (model.path)")
-  if config.teacher.path and not os.path.isdir(config.teacher.path):
-    raise errors.ConfigError(f"{config.teacher.path}: no such directory (teacher.path)")
+  checks.check_directory(m.path, "model.path")
+  checks.check_directory(config.teacher.path, "teacher.path")
   for path in filter(None, (m.path, config.teacher.path)):
     input_pipeline.check_lengths(d, convert.read_model_config(path).max_position_embeddings, path)
   if not config.teacher.path and (l.alpha_kd > 0 or l.alpha_hidden > 0) and l.alpha_task <= 0:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
-  if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of "
-                             f"train.grad_accum_steps={t.grad_accum_steps}")
+  checks.check_schedule(config)
   if not data:
     return
   if d.source not in ("dir", "tfds"):
@@ -542,7 +539,7 @@ def _layer_map(config, student, teacher) -> tuple:
 
 def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   t = config.train
-  train.check_processes(config)
+  checks.check_processes(config)
   data = load_task_data(config, tokenizer_for(config))
   head = head_for(config.task)
   kind = _kind(config, data.task)
@@ -582,7 +579,7 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
   step from the config files alone (config.json of model.path and teacher.path). Parameters are
   jax.ShapeDtypeStructs; nothing is tokenised, and only a custom table without label_names is
   read, for its classes."""
-  train.check_processes(config)
+  checks.check_processes(config)
   m, t, d = config.model, config.teacher, config.data
   head = head_for(config.task)
   if is_squad(config.task):

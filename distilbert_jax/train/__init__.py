@@ -344,14 +344,6 @@ def step_compiler_options(job: Job, platform: Optional[str] = None) -> dict:
   return models.compiler_options("masked_lm", backend=platform, dtype=job.model.dtype, training=True)
 
 
-def check_processes(config) -> None:
-  """Every process's share of the batch splits into train.grad_accum_steps micro-batches."""
-  t = config.train
-  if t.batch_size % (jax.process_count() * t.grad_accum_steps):
-    raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
-                             f"x train.grad_accum_steps ({t.grad_accum_steps})")
-
-
 def make_mesh(config, devices=None) -> sharding.Mesh:
   """The (data, fsdp, tensor) mesh of `config.mesh` over `devices` (default: all of JAX's),
   checked against the batch size."""

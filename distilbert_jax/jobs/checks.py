@@ -1,0 +1,38 @@
+"""The config checks that every job shares; each job's check_config calls them first.
+
+  check_schedule(config)    train.*: batch, accumulation, logging and checkpoint intervals
+  check_directory(path, key) a directory the config names exists
+  check_processes(config)   the batch splits over the processes (needs jax.distributed up)
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+
+from distilbert_jax import errors
+
+
+def check_schedule(config) -> None:
+  """train.batch_size splits into train.grad_accum_steps micro-batches; intervals are positive."""
+  t = config.train
+  if t.batch_size <= 0 or t.grad_accum_steps <= 0 or t.batch_size % t.grad_accum_steps:
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} must be a positive multiple of "
+                             f"train.grad_accum_steps={t.grad_accum_steps}")
+  for name in ("log_every", "checkpoint_every"):
+    if t[name] <= 0:
+      raise errors.ConfigError(f"train.{name}={t[name]} must be > 0")
+
+
+def check_directory(path: str, key: str) -> None:
+  """`path`, from config key `key`, is an existing directory (an empty path is not checked)."""
+  if path and not os.path.isdir(path):
+    raise errors.ConfigError(f"{path}: no such directory ({key})")
+
+
+def check_processes(config) -> None:
+  """Every process's share of the batch splits into train.grad_accum_steps micro-batches."""
+  t = config.train
+  if t.batch_size % (jax.process_count() * t.grad_accum_steps):
+    raise errors.ConfigError(f"train.batch_size={t.batch_size} must divide by processes ({jax.process_count()}) "
+                             f"x train.grad_accum_steps ({t.grad_accum_steps})")
