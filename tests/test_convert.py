@@ -1,4 +1,4 @@
-"""convert.py: Hugging Face <-> Flax conversion, our Flax directories, student initialisation.
+"""distilbert_jax.convert: Hugging Face <-> Flax conversion, our Flax directories, student initialisation.
 
 References: transformers' own loaders (AutoModelFor*.from_pretrained with output_loading_info and
 its log captured), the real all-MiniLM-L6-v2 checkpoint, and bit equality for round trips.
@@ -8,6 +8,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import sys
 
 import jax
 import numpy as np
@@ -18,6 +20,7 @@ from flax import serialization, traverse_util
 from safetensors.numpy import load_file, save_file
 
 from distilbert_jax import convert, models
+from distilbert_jax.convert import command, huggingface
 # Shared helpers: tiny configs, padded batches, output comparison (tests/ is on sys.path under pytest).
 from test_models import (HEADS, assert_close, assert_trees_equal, outputs_to_compare, padded_batch, random_params,
                          run_both, tiny_config, torch_model)
@@ -232,8 +235,11 @@ def _no_pytorch_names(monkeypatch):
   parameters as PyTorch does)."""
   def fail(*args, **kwargs):
     raise AssertionError("went through PyTorch names")
+  modules = [m for n, m in list(sys.modules.items()) if (n + ".").startswith("distilbert_jax.convert.")]
   for name in ("flax_tree_to_state_dict", "params_to_state_dict", "state_dict_to_params"):
-    monkeypatch.setattr(convert, name, fail)
+    for module in modules:  # wherever the name is looked up, not only where it is defined
+      if hasattr(module, name):
+        monkeypatch.setattr(module, name, fail)
 
 
 def test_flax_directory_loads_into_another_head_by_path(tmp_path, monkeypatch, caplog):
@@ -509,7 +515,7 @@ def test_failed_write_leaves_no_output_directory(tmp_path, monkeypatch, save):
   (tokenizer_dir / "vocab.txt").write_text("[PAD]\n")
   def fail(*args, **kwargs):
     raise OSError("disk full")
-  monkeypatch.setattr(convert.shutil, "copy2", fail)  # the last step: weights are already written
+  monkeypatch.setattr(shutil, "copy2", fail)  # the last step: weights are already written
   with pytest.raises(OSError, match="disk full"):
     getattr(convert, save)(model, params, tmp_path / "out", tokenizer_dir=tokenizer_dir)
   assert sorted(os.listdir(tmp_path)) == ["tok"]
@@ -584,7 +590,7 @@ def test_convert_into_a_non_empty_directory_names_the_flag_and_reads_nothing(tmp
   directory, _, _ = hf_dir(tmp_path)
   (tmp_path / "out").mkdir()
   (tmp_path / "out" / "keep").write_text("x")
-  monkeypatch.setattr(convert, "load_pretrained", lambda *a, **k: pytest.fail("the model was read"))
+  monkeypatch.setattr(command, "load_pretrained", lambda *a, **k: pytest.fail("the model was read"))
   with pytest.raises(convert.ConversionError, match=r"out: output directory exists and is not empty; add --overwrite"):
     convert.convert_main("flax", str(directory), str(tmp_path / "out"))
   assert os.listdir(tmp_path / "out") == ["keep"]
@@ -605,9 +611,9 @@ def test_a_weights_file_is_called_corrupt_only_when_its_reader_fails(tmp_path, m
   path.write_bytes(serialization.msgpack_serialize({"a": np.ones(2, np.float32)}))
   def bug(tree):
     raise TypeError("a bug of ours, after the file was read")
-  monkeypatch.setattr(convert, "flax_tree_to_state_dict", bug)
+  monkeypatch.setattr(huggingface, "flax_tree_to_state_dict", bug)
   with pytest.raises(TypeError, match="a bug of ours"):
-    convert._read_weight_file(path)
+    huggingface._read_weight_file(path)
   path.write_bytes(b"\x00not msgpack")
   with pytest.raises(convert.ConversionError, match="flax_model.msgpack: corrupt or truncated weights file"):
-    convert._read_weight_file(path)
+    huggingface._read_weight_file(path)
