@@ -4,7 +4,7 @@
   python scripts/benchmark_input_pipeline.py --data glue/STS-B/train.tsv:sentence1,sentence2
   python scripts/benchmark_input_pipeline.py --data 'text:corpus/*.txt' --tokenizer TOKENIZER_DIR
 
-`--data` takes source specs (see distilbert_jax/token_cache.py); `PATH.tsv:COL1,COL2` is
+`--data` takes source specs (see distilbert_jax/data/sources.py); `PATH.tsv:COL1,COL2` is
 short for `tsv:PATH.tsv:COL1,COL2` and a bare path for `text:PATH`. Without `--data`, the
 project's embedded corpus (sentences from the Python standard library's docstrings,
 `corpus.write_embedded_corpus`) is written into the cache directory and read. The tokenizer

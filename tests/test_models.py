@@ -23,7 +23,7 @@ import torch
 import transformers
 
 from distilbert_jax import convert, models
-from distilbert_jax.models import layers
+from distilbert_jax.models import attention, layers
 
 ATOL = 5e-5
 VOCAB, LENGTH, BATCH = 101, 9, 3
@@ -279,7 +279,7 @@ def test_dot_product_attention_matches_xla(model_type):
 def test_blocked_attention_matches_xla(model_type, monkeypatch):
   # Blocks of 4 keys: sequences of 9 take three blocks, the last filled up; a padded row and
   # the fully masked one below included. 1e-5 absolute (float32), outputs and gradients.
-  monkeypatch.setattr(layers, "ATTENTION_BLOCK", 4)
+  monkeypatch.setattr(attention, "ATTENTION_BLOCK", 4)
   config = tiny_config(model_type)
   params = random_params(models.get_model(config, "masked_lm"), config, "masked_lm")
   ids, mask, _ = padded_batch(12, model_type, "masked_lm")
@@ -466,7 +466,7 @@ def test_sinusoidal_table_equals_pytorch():
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
 def test_mlm_gradients_match_pytorch_autograd(model_type):
-  # The tied vocabulary projection has a hand-written backward pass (layers.tied_projection):
+  # The tied vocabulary projection has a hand-written backward pass (matmul.tied_projection):
   # every parameter's gradient, the shared embedding matrix and the output bias included, is
   # held against torch.autograd on the same weights. Loss: sum(c * logits) for a fixed random c.
   pt, config = torch_model(model_type, "masked_lm", seed=3)

@@ -1,7 +1,9 @@
 """Token batches for the distillation step, streamed from the on-disk token cache.
 
-The text side (sources, tokenization, the memory-mapped cache, token counts) lives in
-token_cache.py and is re-exported here; the trainer imports only this module.
+This module only batches a built cache (token_cache.TokenCache); it re-exports nothing of the
+text side. The distillation job calls token_cache itself (check_sources, tokenizer_vocab_size,
+build_token_cache) and this module for check_lengths and make_batch_iterator; fine-tuning
+uses plan_epoch and check_lengths for its in-memory datasets.
 
 Batching follows the original train.py's `group_by_size`, with static shapes for XLA:
   1. epoch e permutes the sequence indices with seed (seed, e);
@@ -28,7 +30,8 @@ import grain
 import numpy as np
 
 from distilbert_jax import errors
-from distilbert_jax.data.token_cache import InputPipelineError, TokenCache
+from distilbert_jax.data import InputPipelineError
+from distilbert_jax.data.token_cache import TokenCache
 
 _STATE_FORMAT = 1
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from distilbert_jax.models import bert, distilbert
+from distilbert_jax.models.attention import resolve_attention_impl
 from distilbert_jax.models.bert import BertConfig
 from distilbert_jax.models.distilbert import DistilBertConfig
 from distilbert_jax.models.layers import ModelOutput
@@ -52,22 +53,20 @@ def compiler_options(head: str = "base", backend: str | None = None, dtype: Any 
   per program, never global. `training`: the program differentiates that model.
 
   CPU, float32, heads without a vocabulary projection: YNNPACK library fusions off. XLA:CPU
-  otherwise fuses each LayerNorm into the YNNPACK call of the matrix product before it, which ran
-  that product at half speed. Measured side by side on 2 Sapphire Rapids cores (BENCHMARKS.md,
-  lever log): DistilBERT-base forward 32 x 128 2.63 s -> 2.33 s and 2.24 s -> 1.91 s in two runs;
-  at 8 x 128 0.65 s -> 0.52 s in one run, no change in the other.
+  otherwise fuses each LayerNorm into the YNNPACK call of the matrix product before it, which
+  slowed that product down.
   CPU, float32, masked_lm and pretraining: XLA's defaults, since without YNNPACK the
-  [tokens, 768] x [768, 30522] vocabulary product took 5x longer at 128 tokens (175 vs 35 ms).
-  CPU, bfloat16, inference: XLA's defaults. Only YNNPACK runs bfloat16 products (accumulated in
-  float32) on the processor's bfloat16 dot instructions. DistilBERT-base forward 8 x 128 on 2
-  quiet Zen 4 cores, side by side: base head 265 ms with the defaults, 281-292 ms with YNNPACK
-  for each product alone, 525 ms with YNNPACK fusing every product with its neighbours
-  (LIBRARY_FUSION_TYPE_DOT); masked-LM head 405, 428 and 804 ms (PyTorch bfloat16: 268 and 402).
+  [tokens, 768] x [768, 30522] vocabulary product is much slower.
+  CPU, bfloat16, inference: XLA's defaults, faster than YNNPACK for each product alone and than
+  YNNPACK fusing every product with its neighbours (LIBRARY_FUSION_TYPE_DOT). Only YNNPACK runs
+  bfloat16 products (accumulated in float32) on the processor's bfloat16 dot instructions.
   CPU, bfloat16, training: YNNPACK fusing every matrix product (LIBRARY_FUSION_TYPE_DOT). With
   the defaults or each product alone, the attention's batched backward products stay outside
   YNNPACK in bfloat16 and XLA:CPU's fallback kernel stops with "UNIMPLEMENTED: Unsupported
   element type for DotThunk::Execute: BF16 x BF16 = F32".
   GPU and TPU: XLA's defaults.
+  The settings compared side by side: BENCHMARKS.md (float32 and bfloat16 on CPU) and its lever
+  log, docs/performance.md.
   """
   if (backend or jax.default_backend()) != "cpu":
     return {}
@@ -107,8 +106,9 @@ def resolve_dtype(name: str, backend: Optional[str] = None) -> jnp.dtype:
 
   "auto": bfloat16 on GPU and TPU; on CPU (`backend`, default JAX's default backend) bfloat16
   only where the processor has native bfloat16 dot products, where the models' products
-  (accumulated in float32, see layers.einsum) run about twice as fast as in float32; float32
-  elsewhere, where bfloat16 would be no faster. The choice is logged once.
+  (accumulated in float32, see matmul.einsum) run faster than in float32 (BENCHMARKS.md,
+  bfloat16 on CPU); float32 elsewhere, where bfloat16 would be no faster. The choice is logged
+  once.
   """
   if name != "auto":
     return jnp.dtype(name)
@@ -123,17 +123,6 @@ def resolve_dtype(name: str, backend: Optional[str] = None) -> jnp.dtype:
     _logged_dtype_choices.add((backend, dtype))
     logging.info("dtype 'auto' is %s %s", dtype.name, reason)
   return dtype
-
-
-def resolve_attention_impl(name: str, backend: Optional[str] = None) -> str:
-  """The attention implementation (layers.ATTENTION_IMPLEMENTATIONS) that `name` stands for on
-  `backend` (default: JAX's default backend). "auto": "dot_product" on GPU and TPU, where
-  jax.nn.dot_product_attention leaves the fused kernel to the platform's compiler; "xla" on CPU,
-  where the two measured within noise of each other (BENCHMARKS.md) and the explicit softmax is
-  the one every other path (dropout, attention outputs) takes anyway."""
-  if name != "auto":
-    return name
-  return "xla" if (backend or jax.default_backend()) == "cpu" else "dot_product"
 
 
 __all__ = ["BertConfig", "DistilBertConfig", "ModelConfig", "ModelOutput", "compiler_options", "config_from_hf_dict",

@@ -14,7 +14,9 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from distilbert_jax.models import layers
+from distilbert_jax.models import hf_config, layers
+from distilbert_jax.models.attention import multi_head_attention, split_heads
+from distilbert_jax.models.encoder_stack import run_encoder_stack
 from distilbert_jax.models.layers import ModelOutput
 
 
@@ -40,7 +42,7 @@ class BertConfig:
   # Not Hugging Face fields: how the encoder is compiled (saved only in our Flax directories).
   scan_layers: bool = False  # one nn.scan over layers: compile time independent of depth
   remat_policy: str = "none"  # "none" | "full" | "dots": nn.remat per layer
-  # "xla" | "dot_product" (jax.nn.dot_product_attention, cuDNN on GPU) | "blocked" (layers.blocked_attention)
+  # "xla" | "dot_product" (jax.nn.dot_product_attention, cuDNN on GPU) | "blocked" (attention.blocked_attention)
   attention_impl: str = "xla"
 
   model_type = "bert"
@@ -56,10 +58,10 @@ class BertConfig:
       raise ValueError(f"position_embedding_type {kind!r} is not supported (only 'absolute')")
     if d.get("is_decoder") or d.get("add_cross_attention"):
       raise ValueError("BERT as a decoder (is_decoder / add_cross_attention) is not supported")
-    return layers.config_from_hf_dict(cls, d)
+    return hf_config.config_from_hf_dict(cls, d)
 
   def to_hf_dict(self) -> dict:
-    return layers.config_to_hf_dict(self)
+    return hf_config.config_to_hf_dict(self)
 
 
 class BertEmbeddings(layers.Module):
@@ -83,9 +85,9 @@ class BertSelfAttention(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
     c = self.config
-    q, k, v = (layers.split_heads(self.dense(c.hidden_size, ("embed", "heads"), n)(hidden), c.num_attention_heads)
+    q, k, v = (split_heads(self.dense(c.hidden_size, ("embed", "heads"), n)(hidden), c.num_attention_heads)
                for n in ("query", "key", "value"))
-    return layers.multi_head_attention(
+    return multi_head_attention(
         self, q, k, v, attention_mask, dropout_rate=c.attention_probs_dropout_prob,
         deterministic=deterministic, implementation=c.attention_impl, output_attentions=output_attentions)
 
@@ -138,7 +140,7 @@ class BertEncoder(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     c = self.config
-    return layers.run_encoder_stack(
+    return run_encoder_stack(
         self, BertLayer, c.num_hidden_layers, hidden, attention_mask,
         deterministic=deterministic, output_attentions=output_attentions,
         output_hidden_states=output_hidden_states, scan_layers=c.scan_layers,

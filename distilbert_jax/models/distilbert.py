@@ -14,7 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from distilbert_jax.models import layers
+from distilbert_jax.models import hf_config, layers
+from distilbert_jax.models.attention import multi_head_attention, split_heads
+from distilbert_jax.models.encoder_stack import run_encoder_stack
 from distilbert_jax.models.layers import ModelOutput
 
 # Hugging Face hard-codes this epsilon for every DistilBERT LayerNorm (it is not in config.json).
@@ -43,7 +45,7 @@ class DistilBertConfig:
   # Not Hugging Face fields: how the encoder is compiled (saved only in our Flax directories).
   scan_layers: bool = False  # one nn.scan over layers: compile time independent of depth
   remat_policy: str = "none"  # "none" | "full" | "dots": nn.remat per layer
-  # "xla" | "dot_product" (jax.nn.dot_product_attention, cuDNN on GPU) | "blocked" (layers.blocked_attention)
+  # "xla" | "dot_product" (jax.nn.dot_product_attention, cuDNN on GPU) | "blocked" (attention.blocked_attention)
   attention_impl: str = "xla"
 
   model_type = "distilbert"
@@ -71,10 +73,10 @@ class DistilBertConfig:
 
   @classmethod
   def from_hf_dict(cls, d: dict) -> "DistilBertConfig":
-    return layers.config_from_hf_dict(cls, d)
+    return hf_config.config_from_hf_dict(cls, d)
 
   def to_hf_dict(self) -> dict:
-    return layers.config_to_hf_dict(self)
+    return hf_config.config_to_hf_dict(self)
 
 
 class Embeddings(layers.Module):
@@ -103,9 +105,9 @@ class MultiHeadSelfAttention(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
     c = self.config
-    q, k, v = (layers.split_heads(self.dense(c.dim, ("embed", "heads"), n)(hidden), c.n_heads)
+    q, k, v = (split_heads(self.dense(c.dim, ("embed", "heads"), n)(hidden), c.n_heads)
                for n in ("q_lin", "k_lin", "v_lin"))
-    context, probs = layers.multi_head_attention(
+    context, probs = multi_head_attention(
         self, q, k, v, attention_mask, dropout_rate=c.attention_dropout, deterministic=deterministic,
         implementation=c.attention_impl, output_attentions=output_attentions,
     )
@@ -138,7 +140,7 @@ class Transformer(layers.Module):
   @nn.compact
   def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
     c = self.config
-    return layers.run_encoder_stack(
+    return run_encoder_stack(
         self, TransformerBlock, c.n_layers, hidden, attention_mask,
         deterministic=deterministic, output_attentions=output_attentions,
         output_hidden_states=output_hidden_states, scan_layers=c.scan_layers,
