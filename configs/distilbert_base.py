@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute dtype of the frozen teacher: "auto" = bfloat16 on GPU/TPU and on CPUs with native
   # bfloat16 dot products (models.resolve_dtype), float32 on other CPUs.
   config.teacher.dtype = "auto"
-  # How the teacher's encoder is compiled (see models/layers.py).
+  # How the teacher's encoder is compiled (see models/encoder_stack.py and models/attention.py).
   config.teacher.scan_layers = True
   config.teacher.remat_policy = "none"
   config.teacher.attention_impl = "dot_product"
@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   # Source specs: "embedded" (the generated stdlib corpus), a text file's path or "text:GLOB",
-  # "jsonl:GLOB:FIELD", "tsv:PATH:COL1,COL2", "tfds:NAME:SPLIT:FIELD" (see token_cache.py).
+  # "jsonl:GLOB:FIELD", "tsv:PATH:COL1,COL2", "tfds:NAME:SPLIT:FIELD" (see data/sources.py).
   config.data.sources = ("tfds:wikipedia/20230601.en:train:text", "tfds:bookcorpus:train:text")
   # A Hugging Face tokenizer directory; empty = the teacher's directory.
   config.data.tokenizer_dir = ""

@@ -68,7 +68,7 @@ def test_a_training_step_costs_three_forwards_of_matrix_products(arch):
   jaxpr = jax.make_jaxpr(jax.value_and_grad(loss))(params).jaxpr
   student_only = flops.distillation_flops_per_token(CONFIGS[arch], None, LENGTH, True, True)
   # The tied projection's hand-written backward takes the bias gradient as a [rows] x [rows, vocab]
-  # product (models/layers.py); the 3-forwards convention does not count it.
+  # product (models/matmul.py); the 3-forwards convention does not count it.
   bias_gradient = 2 * BATCH * LENGTH * CONFIGS[arch].vocab_size
   assert student_only * BATCH * LENGTH + bias_gradient == dot_flops(jaxpr)
 
