@@ -9,7 +9,8 @@ A job is built in parts, which the compile command and the benchmarks can take o
   build_models / build_abstract_models   the student (and a fine-tuned teacher, for task distillation)
   build_data                             the task's data, its training batches and the step count
   task_loss.build_loss                   the losses (task_loss.py: loss_task, loss_kd, loss_hidden)
-make_job and make_abstract_job compose them; `_job` is the part the train step needs.
+make_job and make_abstract_job compose them through `_job`, the part the train step needs (the
+same losses as build_loss's, the FLOPs and the batch shapes).
 
 Evaluation (tasks/evaluator.py) runs every `train.eval_every` steps (0: once an epoch) over every
 example (the last batch padded and masked, never dropped); the parameters with the best main
