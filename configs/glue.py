@@ -16,6 +16,9 @@ scripts/glue_retention.py prints.
 """
 import ml_collections
 
+# The defaults `distilbert-jax evaluate` shares (it runs where configs/ is not installed).
+from distilbert_jax.tasks import defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -57,8 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.eval = ""
   # Task "custom": an unlabelled file to predict at the end (WORKDIR/predictions/test/custom.tsv).
   config.data.test = ""
-  config.data.text_columns = ("text",)
-  config.data.label_column = "label"
+  config.data.text_columns = defaults.TEXT_COLUMNS
+  config.data.label_column = defaults.LABEL_COLUMN
   config.data.regression = False
   # The classes in label-id order; empty: the sorted labels of the training file.
   config.data.label_names = ()
@@ -72,13 +75,13 @@ def get_config() -> ml_collections.ConfigDict:
   # A Hugging Face tokenizer directory; empty: model.path.
   config.data.tokenizer_dir = ""
   # Pairs longer than this are cut, the longer text first (run_glue.py).
-  config.data.max_length = 128
+  config.data.max_length = defaults.MAX_LENGTH
   # Batches are padded to the smallest of these that fits (one compilation each).
-  config.data.bucket_lengths = (32, 64, 128)
+  config.data.bucket_lengths = defaults.BUCKET_LENGTHS
   config.data.shuffle_seed = 0
   # SQuAD (configs/squad.py): windows over long contexts overlap by doc_stride tokens.
-  config.data.doc_stride = 128
-  config.data.max_query_length = 64
+  config.data.doc_stride = defaults.DOC_STRIDE
+  config.data.max_query_length = defaults.MAX_QUERY_LENGTH
 
   config.loss = ml_collections.ConfigDict()
   config.loss.alpha_task = 1.0
@@ -116,13 +119,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.progress_bar = True
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 64
+  config.eval.batch_size = defaults.EVAL_BATCH_SIZE
 
   config.squad = ml_collections.ConfigDict()
   config.squad.version_2 = False
-  config.squad.n_best_size = 20
-  config.squad.max_answer_length = 30
-  config.squad.null_score_diff_threshold = 0.0
+  config.squad.n_best_size = defaults.N_BEST_SIZE
+  config.squad.max_answer_length = defaults.MAX_ANSWER_LENGTH
+  config.squad.null_score_diff_threshold = defaults.NULL_SCORE_DIFF_THRESHOLD
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1

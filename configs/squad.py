@@ -10,13 +10,14 @@ Defaults follow transformers' run_qa.py (3e-5, batch 12 -> 32 here, 2 epochs, le
 128). Measured figures (MiniLM teacher and 3-layer student on SQuAD articles) are in BENCHMARKS.md.
 """
 from configs import glue
+from distilbert_jax.tasks import defaults
 
 
 def get_config():
   config = glue.get_config()
   config.task = "squad"
-  config.data.max_length = 384
-  config.data.bucket_lengths = (128, 256, 384)
+  config.data.max_length = defaults.SQUAD_MAX_LENGTH
+  config.data.bucket_lengths = defaults.SQUAD_BUCKET_LENGTHS
   config.optim.learning_rate = 3e-5
   config.train.num_epochs = 2.0
   return config

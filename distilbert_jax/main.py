@@ -23,6 +23,7 @@ from absl import flags as absl_flags
 from absl import logging
 
 from distilbert_jax import configuration, errors
+from distilbert_jax.tasks import defaults
 
 OVERRIDES_HELP = ("Any field of the config may follow as --config.SECTION.FIELD=VALUE "
                   "(e.g. --config.train.num_steps=100).")
@@ -61,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                  "squad, squad_v2 or custom.")
   p.add_argument("--data", required=True, help="GLUE_DIR, tfds, a SQuAD JSON file or (custom) a .tsv/.csv/.jsonl.")
   p.add_argument("--split", help="Only this split (e.g. dev_matched).")
-  p.add_argument("--max-length", type=int,
-                 help="Tokens per example (default 128, SQuAD 384; at most the model's positions).")
-  p.add_argument("--batch-size", type=int, default=64, help="Examples per evaluation batch.")
-  p.add_argument("--text-columns", default="text", help="custom: comma-separated text column(s).")
-  p.add_argument("--label-column", default="label", help="custom: the label column.")
+  p.add_argument("--max-length", type=int, help=f"Tokens per example (default {defaults.MAX_LENGTH}, SQuAD "
+                 f"{defaults.SQUAD_MAX_LENGTH}; at most the model's positions).")
+  p.add_argument("--batch-size", type=int, default=defaults.EVAL_BATCH_SIZE, help="Examples per evaluation batch.")
+  p.add_argument("--text-columns", default=",".join(defaults.TEXT_COLUMNS),
+                 help="custom: comma-separated text column(s).")
+  p.add_argument("--label-column", default=defaults.LABEL_COLUMN, help="custom: the label column.")
   p.add_argument("--regression", action="store_true", help="custom: the labels are numbers.")
   p.add_argument("--out", help="Directory for eval_results.json and the predictions.")
 
@@ -180,10 +182,11 @@ def main(argv) -> int:
       raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
     _print_metrics(jobs.train_and_evaluate(config, str(_workdir(args.workdir))))
   elif args.command == "evaluate":
-    from distilbert_jax.jobs import finetune
-    finetune.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,
-                           batch_size=args.batch_size, out_dir=args.out, text_columns=args.text_columns.split(","),
-                           label_column=args.label_column, regression=args.regression)
+    from distilbert_jax.tasks import evaluate_command
+    evaluate_command.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,
+                                   batch_size=args.batch_size, out_dir=args.out,
+                                   text_columns=args.text_columns.split(","), label_column=args.label_column,
+                                   regression=args.regression)
   elif args.command == "convert":
     from distilbert_jax import convert
     convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)

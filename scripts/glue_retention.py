@@ -5,66 +5,18 @@ The paper's Table 1 (GLUE dev) and Table 2's SQuAD rows, on a CPU budget:
   python scripts/glue_retention.py --glue GLUE_DIR --workdir RUNS --out RUNS/retention.json \
       [--squad SQUAD_DIR/dev-v1.1-part-a.json] [--distilled DISTILLED_DIR] [--tasks cola,sst2,...]
 
-Rows (each fine-tuned on every task with the same budget):
-  teacher       all 6 layers of all-MiniLM-L6-v2 (or --teacher)
-  L3            a 3-layer student initialised from teacher layers (0, 3, 5), task loss only
-  L3 + KD       the same student, task loss plus task distillation from the fine-tuned teacher
-                (alpha_task * cross-entropy + alpha_kd * T^2 KL(teacher || student) at
-                temperature T; STS-B: squared error to the teacher's score instead of the KL)
-  distilled [+ KD]  --distilled: a distilled 3-layer student (`make distill`), fine-tuned likewise
+Fine-tunes every row (the teacher, all-MiniLM-L6-v2 or --teacher; L3, a 3-layer student from
+teacher layers (0, 3, 5); L3 + KD, the same with task distillation from the fine-tuned teacher;
+--distilled, a distilled 3-layer student) on each task with the same budget (at most
+--max-train training examples, 3 epochs, batch 32; the model at the end of training is scored),
+and prints the GLUE dev scores x100, their macro mean and each row's share of the teacher's.
+SST-2 and STS-B have no dev set here: 10% of train.tsv is held out, the rows finetune's
+data.holdout_fraction=0.1 holds out. --squad splits a SQuAD v1.1 file 80/20 by article and
+scores exact match and F1.
 
-Scores are x100 on the dev sets: CoLA Matthews correlation, SST-2 accuracy, MRPC the mean of F1
-and accuracy (GLUE's score for it), STS-B the mean of Pearson and Spearman, RTE and WNLI
-accuracy; "macro" is their unweighted mean, "of teacher" the row's macro over the teacher's.
-The second table gives MRPC F1/accuracy and STS-B Pearson/Spearman separately.
-
-Budget (the defaults): at most --max-train 4,000 training examples per task (a seeded sample;
-SST-2 has 67k, CoLA 8.5k, STS-B 5.2k after the hold-out; MRPC, RTE, WNLI are used whole), 3
-epochs, batch 32, AdamW with a 10% warm-up then linear decay, max_length 64 for CoLA and SST-2
-(short sentences) and 128 otherwise, batches padded to 32, 64 or 128 tokens. The model scored is
-the one at the end of training (no selection of the best epoch on the dev set). One seed
-(--seeds 0): RTE, MRPC, STS-B and WNLI are noisy at this size, and several seeds (the table then
-shows the median) did not fit the time.
-
-SST-2 and STS-B: their official dev sets are not available, so 10% of train.tsv is held out as
-their dev set, the same rows `finetune.holdout` (config data.holdout_fraction=0.1,
-data.holdout_seed=0) holds out, and the training sample is drawn from the other 90%; SST-2's
-6,735 held-out sentences are scored whole.
-
-SQuAD (--squad, the v1.1 JSON file): its articles are split 80/20 with a fixed seed into a train
-and a dev file in a temporary directory (no question of a dev article is trained on); at most
---squad-max-train training and --squad-max-eval dev questions (seeded samples), max_length 256,
-doc_stride 128, 2 epochs. Rows: teacher, L3, L3 + KD (the mean of the start and end KLs).
-Scores are exact match and F1 over the dev questions.
-
-Every run's metrics and wall time go to RUNS/<task>/<row>[_seed<k>]/result.json; a run whose
-result.json exists is not run again (delete it to redo the run), so an interrupted table resumes.
-
-Recipe options: --student-lr, --student-epochs, --student-layers, --student-init finetuned (the
-students start from the fine-tuned teacher's layers and task head instead of the pretrained
-teacher's), --alpha-task/--alpha-kd/--temperature and --alpha-hidden (the hidden-state MSE of
-each student layer to the teacher layer it came from) for the KD rows.
-
-Measured on a 2-core AMD EPYC CPU on 2026-11-25 and 26, mostly with another job beside it (so
-wall times are noisy), one seed, scores x100 on the dev sets:
-
-  python scripts/glue_retention.py --glue GLUE_DIR --workdir RUNS --out RUNS/retention.json \
-      --distilled RUNS/minilm_l3/export --squad SQUAD_DIR/dev-v1.1-part-a.json
-
-  | model     | macro | CoLA | MRPC | RTE  | SST-2 | STS-B | WNLI | of teacher |
-  |-----------|-------|------|------|------|-------|-------|------|------------|
-  | teacher   | 59.7  | 21.6 | 84.2 | 54.9 | 88.2  | 82.7  | 26.8 | 100.0%     |
-  | L3        | 49.5  | 10.5 | 74.2 | 52.7 | 85.4  | 47.4  | 26.8 | 82.9%      |
-  | L3+KD     | 49.7  |  5.9 | 72.5 | 53.8 | 86.0  | 47.3  | 32.4 | 83.1%      |
-  | distilled | 48.6  |  7.5 | 73.3 | 51.6 | 85.3  | 44.6  | 29.6 | 81.4%      |
-
-  SQuAD (31 training articles, 2,000 questions; 8 dev articles, 1,000 questions): teacher
-  EM 26.5 / F1 39.8, L3 3.6 / 11.7, L3+KD 5.0 / 12.6 (the second distillation step helps, as in
-  the paper, but the student keeps little).
-  The 3-layer student keeps 82.9% of the teacher's macro score: 14 points short of the paper's
-  97%. STS-B (47.4 against 82.7) and CoLA lose most. The learning rates, epochs, initialisations
-  and distillation losses tried on those two tasks, with their scores, are in BENCHMARKS.md; the
-  best, starting from the fine-tuned teacher's layers and head with 6 epochs, raised STS-B to 63.6.
+Each run's metrics go to RUNS/<task>/<row>[_seed<k>]/result.json, and a run whose result.json
+exists is reused, so an interrupted table resumes. The measured table, the budget's details and
+the recipes tried are in BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -87,8 +39,8 @@ from configs import glue as glue_config  # noqa: E402
 from configs import squad as squad_config  # noqa: E402
 from configs.tiny import minilm_dir  # noqa: E402
 from distilbert_jax import jobs  # noqa: E402
-from distilbert_jax.jobs import finetune
-from distilbert_jax.tasks import glue
+from distilbert_jax.tasks import glue  # noqa: E402
+from distilbert_jax.tasks.task_data import holdout  # noqa: E402
 
 # Task order of the paper's Table 1 (the tasks available here).
 TASKS = ("cola", "mrpc", "rte", "sst2", "stsb", "wnli")
@@ -103,7 +55,7 @@ BUCKETS = {"cola": (16, 32, 48, 64), "sst2": (16, 32, 48, 64)}
 PAIR_BUCKETS = (32, 48, 64, 96, 128)
 STUDENT_LAYERS = (0, 3, 5)
 
-# The recipe (see the docstring for what was tried).
+# The recipe (BENCHMARKS.md lists what else was tried).
 RECIPE = dict(
     teacher_lr=1e-4,
     student_lr=2e-4,
@@ -120,12 +72,6 @@ SQUAD_RECIPE = dict(RECIPE, epochs=2.0, max_length=256, doc_stride=128)
 
 
 # ===================================================================================== data
-def _data_lines(path: Path) -> list[str]:
-  """The non-blank lines of a GLUE .tsv file, without line ends (one row each: QUOTE_NONE)."""
-  text = path.read_text(encoding="utf-8")
-  return [line.rstrip("\r") for line in text.split("\n") if line.strip("\r")]
-
-
 def prepare_glue(glue_dir: str, tasks, out_dir: Path, max_train: int, seed: int = 0) -> dict:
   """Writes each task's capped train.tsv (and held-out dev.tsv for SST-2 and STS-B) under out_dir
   in the GLUE layout; returns {task: {"train": n, "dev": n, "dev_source": ...}}."""
@@ -134,14 +80,15 @@ def prepare_glue(glue_dir: str, tasks, out_dir: Path, max_train: int, seed: int 
     task = glue.get_task(name)
     src, dst = Path(glue_dir) / task.dir_name, out_dir / task.dir_name
     dst.mkdir(parents=True, exist_ok=True)
-    lines = _data_lines(src / "train.tsv")
+    # The rows as the library's reader splits them, so that they match its examples one to one.
+    lines = ["\t".join(fields) for fields in glue.read_tsv_rows(src / "train.tsv")]
     header, rows = ([], lines) if task.headerless_columns else (lines[:1], lines[1:])
     examples = glue.read_glue(glue_dir, task, "train")
     if len(examples) != len(rows):
       raise ValueError(f"{src / 'train.tsv'}: {len(rows)} rows but {len(examples)} examples read")
-    if name in HOLDOUT_TASKS:  # the rows finetune.holdout (data.holdout_fraction) would hold out
+    if name in HOLDOUT_TASKS:  # the rows the fine-tuning job's data.holdout_fraction would hold out
       numbered = dataclasses.replace(examples, ids=[str(i) for i in range(len(rows))])
-      rest, held = finetune.holdout(numbered, HOLDOUT_FRACTION, HOLDOUT_SEED)
+      rest, held = holdout(numbered, HOLDOUT_FRACTION, HOLDOUT_SEED)
       train_rows, dev_rows = [int(i) for i in rest.ids], [int(i) for i in held.ids]
       (dst / "dev.tsv").write_text("\n".join(header + [rows[i] for i in dev_rows]) + "\n", encoding="utf-8")
       dev_source = f"{HOLDOUT_FRACTION:.0%} of train.tsv held out (seed {HOLDOUT_SEED})"

@@ -7,14 +7,16 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import ROOT, read_metrics
 from distilbert_jax import convert, errors, jobs
-from distilbert_jax.jobs import finetune
-from distilbert_jax.tasks import glue
+from distilbert_jax.jobs import finetune, task_loss
+from distilbert_jax.tasks import evaluate_command, evaluator, glue, task_data
 from configs import glue as glue_config
+from configs import squad as squad_config
 
 POSITIVE = ["a good film", "good acting and a good story", "truly good", "the food was good", "good fun",
             "so good", "a good day", "good music", "very good indeed", "good and warm"]
@@ -122,16 +124,16 @@ def test_evaluate_command_scores_every_example_of_the_export(finetuned, sentimen
 def test_evaluation_covers_exactly_n_examples_when_n_does_not_divide_by_the_batch(tiny_bert, sentiment):
   import transformers
   config = sentiment_config(tiny_bert, sentiment)
-  data = finetune.load_task_data(config, transformers.AutoTokenizer.from_pretrained(tiny_bert), splits=("eval",))
+  data = task_data.load_task_data(config, transformers.AutoTokenizer.from_pretrained(tiny_bert), splits=("eval",))
   model, params = finetune.build_student(config, "sequence_classification", ("neg", "pos"), 2, seed=0)
   for batch_size in (3, 4, 10, 16):
     config.eval.batch_size = batch_size
-    (logits,) = finetune.Evaluator(model, data, config).outputs(params, data.evals[0])
+    (logits,) = evaluator.Evaluator(model, data, config).outputs(params, data.evals[0])
     arrays = data.evals[0].arrays
     direct = model.apply({"params": params}, arrays["input_ids"], attention_mask=arrays["attention_mask"],
                          token_type_ids=arrays["token_type_ids"]).logits
     np.testing.assert_allclose(logits, np.asarray(direct), atol=1e-5, err_msg=f"batch {batch_size}")
-  metrics, _ = finetune.Evaluator(model, data, config).evaluate(params)
+  metrics, _ = evaluator.Evaluator(model, data, config).evaluate(params)
   assert metrics["num_examples"] == 10
   assert metrics["accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == arrays["labels"]))
 
@@ -280,7 +282,7 @@ def test_lengths_past_the_models_positions_are_config_errors(tiny_bert, sentimen
 
 
 def test_metrics_json_is_strict_with_null_for_undefined_values():
-  text = finetune.strict_json({"pearson": float("nan"), "f1": float("inf"), "accuracy": 0.5, "num_examples": 3})
+  text = evaluator.strict_json({"pearson": float("nan"), "f1": float("inf"), "accuracy": 0.5, "num_examples": 3})
   assert json.loads(text) == {"pearson": None, "f1": None, "accuracy": 0.5, "num_examples": 3}
   assert "NaN" not in text and "Infinity" not in text
 
@@ -291,3 +293,38 @@ def test_a_squad_stride_that_leaves_no_room_names_the_flags(tiny_bert, sentiment
   with pytest.raises(errors.ConfigError, match=r"data.doc_stride=32 must be below data.max_length=64 - "
                                                r"data.max_query_length=32 - 3 = 29.*--config.data.doc_stride"):
     finetune.check_config(config)
+
+
+@pytest.mark.parametrize("config_module, task", [(glue_config, "glue/rte"), (squad_config, "squad")])
+def test_evaluate_takes_the_defaults_of_the_fine_tuning_configs(config_module, task):
+  """`evaluate` builds its config from tasks/defaults.py, which configs/glue.py and squad.py read:
+  a value written into either file instead fails here."""
+  config = config_module.get_config()
+  name = evaluate_command.task_name(task)
+  evaluated = evaluate_command.evaluation_config(name, "data.tsv", "model", max_position_embeddings=512)
+  assert evaluated.task == config.task
+  spans = ("doc_stride", "max_query_length") if name.startswith("squad") else ()  # windows: SQuAD's only
+  for section, fields in (("data", ("max_length", "bucket_lengths", "text_columns", "label_column", *spans)),
+                          ("eval", ("batch_size",)),
+                          ("squad", ("version_2", "n_best_size", "max_answer_length", "null_score_diff_threshold"))):
+    for field in fields:
+      assert evaluated[section][field] == config[section][field], f"{section}.{field}"
+
+
+def test_a_job_is_built_from_its_parts(tiny_bert, sentiment):
+  """make_job's parts one by one: the data, the models for its head, the losses on a batch."""
+  config = sentiment_config(tiny_bert, sentiment)
+  data, iterator, num_steps = finetune.build_data(config)
+  assert num_steps == config.train.num_steps and data.label_names == ("neg", "pos")
+  kind, num_outputs, label_names = finetune.task_outputs(config, data.task)
+  assert (kind, num_outputs, label_names) == ("classification", 2, ("neg", "pos"))
+  assert finetune.task_outputs(config) == (kind, num_outputs, label_names)  # from the config alone
+  student, params, teacher, teacher_params = finetune.build_models(config, label_names, num_outputs)
+  assert teacher is None and teacher_params is None
+  abstract = finetune.build_abstract_models(config, label_names, num_outputs, "cpu")
+  shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+  assert shapes(abstract[1]) == shapes(params)
+  loss = task_loss.build_loss(config, kind, student, teacher)
+  batch = next(iterator)
+  sums = loss.loss_sums(params, None, batch, jax.random.PRNGKey(0))
+  assert set(sums) == {"task"} and np.isfinite(float(sums["task"]))

@@ -305,3 +305,14 @@ def test_submission_files(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["MNLI-mm.tsv", "RTE.tsv", "SST-2.tsv", "STS-B.tsv"]  # no temp left
   with pytest.raises(ValueError, match="2 ids but 1 predictions"):
     glue.write_submission(tmp_path, "rte", "test", ["0", "1"], [0])
+
+
+def test_tsv_rows_are_the_rows_read_glue_reads_and_join_back_to_the_lines(tmp_path):
+  lines = ['\ufeffindex\tsentence1\tsentence2\tlabel', '0\t"A quoted" start\tB\tentailment',
+           '1\tC \' d\tE\tnot_entailment']
+  (tmp_path / "RTE").mkdir()
+  (tmp_path / "RTE" / "train.tsv").write_text("\r\n".join(lines) + "\r\n\r\n", encoding="utf-8")
+  rows = glue.read_tsv_rows(tmp_path / "RTE" / "train.tsv")
+  assert ["\t".join(r) for r in rows] == [lines[0].lstrip("\ufeff"), *lines[1:]]
+  examples = glue.read_glue(tmp_path, "rte", "train")
+  assert len(examples) == len(rows) - 1 and examples.text_a[0] == rows[1][1]

@@ -148,3 +148,13 @@ def test_a_workdir_that_cannot_be_created_is_one_line_and_nothing_is_made(tmp_pa
   with pytest.raises(errors.ConfigError, match="cannot create the work directory"):
     main._workdir(str(a_file / "run"))
   assert main._workdir("runs/new") == tmp_path / "runs" / "new" and not (tmp_path / "runs").exists()
+
+
+def test_evaluate_flags_default_to_the_fine_tuning_configs_values():
+  from configs import glue as glue_config
+  from distilbert_jax import main
+  config = glue_config.get_config()
+  args = main.build_parser().parse_args(["evaluate", "--model", "M", "--task", "custom", "--data", "D"])
+  assert args.batch_size == config.eval.batch_size
+  assert tuple(args.text_columns.split(",")) == tuple(config.data.text_columns)
+  assert args.label_column == config.data.label_column
