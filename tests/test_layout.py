@@ -22,6 +22,11 @@ def _ancestors(name: str) -> list:
   return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _is_type_checking(test) -> bool:
+  return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+      isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def import_graph() -> dict:
   """module -> the project modules it imports (at any depth: lazy imports count), with the
   packages whose __init__ runs first, but not the importer's own packages."""
@@ -29,7 +34,12 @@ def import_graph() -> dict:
   graph = {}
   for name, path in modules.items():
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+      if id(node) in typing_only:
+        continue  # annotations only: never imported at run time
       if isinstance(node, ast.Import):
         targets.update(a.name for a in node.names if a.name.startswith("distilbert_jax"))
       elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("distilbert_jax"):
