@@ -1,16 +1,16 @@
 """Section 3 of scripts/benchmark.py: our distillation step against the original trainer's
 PyTorch step, on the same weights, and the peak memory of each in its own process.
 
-Our step is the library's, built as `train.run` builds it: `distill.DistillationLoss` supplies
-masking, denominators and loss sums to a `train.Job`, and `train.make_train_step` makes the step,
-on a one-device mesh, jitted with the training state donated. The less-work variants are config
+Our step is the library's, built as `train.run` builds it: the distill job's parts
+(`distill.build_models`, a fixed batch as its data, `distill.job_from_parts` with its
+DistillationLoss) make a `train.Job`, and `train.make_train_step` makes the step, on a
+one-device mesh, jitted with the training state donated. The less-work variants are config
 fields of the library: `loss.ce_masked_only` (KL over masked tokens, as the original's
 restrict_ce_to_mask) and `loss.logits_at_masked_only` (the vocabulary projection of student and
 teacher only at the masked positions).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from typing import Optional
@@ -31,13 +31,11 @@ def teacher_from_state_dict(config, state_dict: dict):
   `config.teacher`, from a transformers BertForMaskedLM state dict in memory instead of a
   directory."""
   import jax
-  from distilbert_jax import convert, models
-  t = config.teacher
-  model_config = dataclasses.replace(models.config_from_hf_dict(dict(t.random_config)), scan_layers=t.scan_layers,
-                                     remat_policy=t.remat_policy, attention_impl=t.attention_impl)
-  model = models.get_model(model_config, t.head, dtype=models.resolve_dtype(t.dtype))
+  from distilbert_jax import convert
+  from distilbert_jax.jobs import distill
+  model, _, model_config = distill.build_teacher(config, abstract=True)  # the model, no weights
   # On the device once, so that the variants built from it share one copy.
-  params = jax.device_put(convert.state_dict_to_params(state_dict, model_config, t.head))
+  params = jax.device_put(convert.state_dict_to_params(state_dict, model_config, config.teacher.head))
   return model, params, model_config
 
 
@@ -47,32 +45,25 @@ class JaxDistillation:
 
   def __init__(self, config, teacher=None, donate: bool = True, compiler_options: Optional[dict] = None):
     import jax
-    import jax.numpy as jnp
     from distilbert_jax import sharding, train
     from distilbert_jax.jobs import distill
     from distilbert_jax.data import masking
 
     batch, length = config.train.batch_size, config.data.max_length
     self.config = config
-    self.teacher, teacher_params, self.teacher_config = teacher or distill.build_teacher(config)
-    self.student, student_params, self.student_config = distill.build_student(
-        config, self.teacher_config, teacher_params)
-    # As distill.make_job: the teacher in its compute dtype once the student has copied its layers.
-    self.teacher_params = jax.tree.map(lambda x: jnp.asarray(x, self.teacher.dtype), teacher_params)
+    # The job's parts as distill.make_job builds them; the data part is this fixed batch, whose
+    # masking draws uniformly over the non-special ids of bert-base-uncased's vocabulary.
+    pair = distill.build_models(config, teacher=teacher)
+    self.teacher, self.teacher_params, self.teacher_config = pair.teacher, pair.teacher_params, pair.teacher_config
+    self.student, self.student_config = pair.student, pair.student_config
     # A host copy for PyTorch (a copy: the state's buffers are donated to the step).
-    self.student_params = jax.tree.map(np.array, student_params)
-    token_probs = masking.uniform_token_probs(self.student_config.vocab_size, SPECIAL_IDS)
-    loss = distill.DistillationLoss(config, self.student, self.teacher, token_probs, MASK_ID,
-                                    distill.hidden_layer_map(config, self.student_config, self.teacher_config))
-    job = train.Job(
-        model=self.student, params=student_params, iterator=None, num_steps=NUM_STEPS,
-        loss_weights={n: config.loss[f"alpha_{n}"] for n in distill.LOSS_NAMES},
-        loss_sums=loss.loss_sums, denominators=loss.denominators, prepare=loss.prepare,
-        frozen_model=self.teacher, frozen_params=self.teacher_params)
+    self.student_params = jax.tree.map(np.array, pair.student_params)
+    data = distill.Data(iterator=None, num_steps=NUM_STEPS, tokenizer_dir=None, mask_id=MASK_ID,
+                        token_probs=masking.uniform_token_probs(self.student_config.vocab_size, SPECIAL_IDS))
+    job = distill.job_from_parts(config, pair, data)
     tx, schedule = train.make_optimizer(config.optim, job.num_steps)
     step = train.make_train_step(job, tx, schedule, sharding.make_mesh(1, 1, 1), config.train.grad_accum_steps)
-    self.state = train.TrainState(step=jnp.zeros((), jnp.int32), params=student_params,
-                                  opt_state=tx.init(student_params), rng=jax.random.PRNGKey(config.train.seed))
+    self.state = train.init_state(job.params, tx, config.train.seed)
     ids = make_input_ids(batch, length, seed=1)
     self.batch = {"input_ids": jax.device_put(ids), "attention_mask": jax.device_put(np.ones_like(ids))}
     self.compiler_options = train.step_compiler_options(job) if compiler_options is None else compiler_options

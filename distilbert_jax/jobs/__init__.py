@@ -4,8 +4,9 @@
   finetune  finetune.py: fine-tuning and task distillation on GLUE, SQuAD and your own tables
 
 Each job module has check_config(config, data=True), make_job(config, workdir) and
-make_abstract_job(config, platform). The core (train.py) knows none of them: it runs a
-train.Job, and aot.py compiles the step of one.
+make_abstract_job(config, platform); checks.py holds the config checks both share. The core
+(train/) knows none of them: it runs a train.Job, which carries the job's own export of the
+trained model, and hardware/aot.py compiles the step of one.
 """
 from __future__ import annotations
 

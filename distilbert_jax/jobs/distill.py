@@ -1,4 +1,4 @@
-"""Distillation (Sanh et al., 2019) and teacher-free MLM pretraining, as a job of `train.py`.
+"""Distillation (Sanh et al., 2019) and teacher-free MLM pretraining, as a job of `train/`.
 
 Inside the one jitted step: the dynamic MLM masking of the whole batch, the frozen teacher's
 outputs, and the student's losses. The original trainer (transformers'
@@ -16,10 +16,15 @@ With `config.loss.logits_at_masked_only` the vocabulary projection of student an
 only at the masked positions of the batch (a flat [n] index into batch * length, n the most
 positions the masking can choose), which is exact for loss_mlm and, with `ce_masked_only`, for
 loss_ce and loss_mse, and skips most of the largest matrix product of the step.
+
+The job is built in parts, which benchmarks and the compile command also take one by one:
+build_models (teacher and student, concrete or abstract), build_data or abstract_data (token
+cache, iterator, masking weights), build_loss (DistillationLoss); job_from_parts joins them.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -303,15 +308,48 @@ def positions_cap(micro_shape: tuple, config) -> int:
   return int(min(math.ceil(config.mask.mlm_probability * whole_batch), rows * length))
 
 
-# ===================================================================================== job
-def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
-  """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
+# ===================================================================================== parts
+@dataclasses.dataclass
+class ModelPair:
+  """The student and the frozen teacher of a run (teacher fields None without one); parameters
+  are arrays, or jax.ShapeDtypeStructs in an abstract job."""
+  student: Any
+  student_params: Any  # float32
+  student_config: Any
+  teacher: Any
+  teacher_params: Any  # in the teacher's compute dtype
+  teacher_config: Any
+
+
+@dataclasses.dataclass
+class Data:
+  """What a run reads: the batches and what the masking draws from."""
+  iterator: Any  # input_pipeline's batch iterator; None in an abstract job
+  num_steps: int
+  token_probs: Any  # [vocab] masking weights
+  mask_id: int  # the [MASK] token id
+  tokenizer_dir: Optional[str]  # copied into the export; None in an abstract job
+
+
+def build_models(config, abstract: bool = False, platform: Optional[str] = None, teacher=None) -> ModelPair:
+  """Teacher and student as build_teacher and build_student make them (abstract and platform as
+  theirs); `teacher`: (model, float32 params, model config) to use instead of building one."""
+  teacher, teacher_params, teacher_config = teacher or build_teacher(config, abstract=abstract, platform=platform)
+  student, student_params, student_config = build_student(config, teacher_config, teacher_params, abstract=abstract,
+                                                          platform=platform)
+  if teacher is not None:
+    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
+    # half the memory in bfloat16.
+    teacher_params = jax.tree.map(lambda x: train.cast_params(x, teacher.dtype), teacher_params)
+  return ModelPair(student, student_params, student_config, teacher, teacher_params, teacher_config)
+
+
+def build_data(config, workdir: Path, vocab_size: int) -> Data:
+  """The token cache of the config's data (its vocabulary checked against the model's
+  `vocab_size`), this process's batch iterator over it and the masking weights."""
   t = config.train
-  checks.check_processes(config)
-  teacher, teacher_params, teacher_config = build_teacher(config)
-  student, student_params, student_config = build_student(config, teacher_config, teacher_params)
   _, tokenizer_dir, _ = resolve_data(config, workdir)
-  cache = build_token_cache(config, workdir, expected_vocab_size=student_config.vocab_size)
+  cache = build_token_cache(config, workdir, expected_vocab_size=vocab_size)
   iterator = input_pipeline.make_batch_iterator(
       cache, global_batch_size=t.batch_size, bucket_lengths=tuple(config.data.bucket_lengths),
       seed=config.data.shuffle_seed, process_index=jax.process_index(), process_count=jax.process_count())
@@ -321,41 +359,54 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
                                                   config.mask.smoothing)
   else:
     token_probs = masking.uniform_token_probs(cache.vocab_size, cache.special_ids)
-  return _job(config, (teacher, teacher_params, teacher_config), (student, student_params, student_config),
-              token_probs, cache.mask_id, iterator, num_steps, tokenizer_dir)
+  return Data(iterator, num_steps, token_probs, cache.mask_id, tokenizer_dir)
+
+
+def abstract_data(config, vocab_size: int) -> Data:
+  """The data of an ahead-of-time compile: no iterator; uniform masking weights and [MASK] id 0,
+  constants of the program that change neither its shapes nor its cost."""
+  num_steps = max(config.train.num_steps, 1)  # the schedule's length changes nothing compiled
+  return Data(None, num_steps, masking.uniform_token_probs(vocab_size, ()), 0, None)
+
+
+def build_loss(config, pair: ModelPair, token_probs, mask_id: int) -> DistillationLoss:
+  """The losses of `pair` as config.loss says, masking with `token_probs` ([vocab])."""
+  return DistillationLoss(config, pair.student, pair.teacher, token_probs, mask_id,
+                          hidden_layer_map(config, pair.student_config, pair.teacher_config))
+
+
+def job_from_parts(config, pair: ModelPair, data: Data) -> train.Job:
+  """The train.Job of models, data and their DistillationLoss."""
+  loss = build_loss(config, pair, data.token_probs, data.mask_id)
+  student_config, teacher_config = pair.student_config, pair.teacher_config
+  with_logits = needs_logits(config)
+  return train.Job(
+      model=pair.student, params=pair.student_params, iterator=data.iterator, num_steps=data.num_steps,
+      loss_weights={n: getattr(config.loss, f"alpha_{n}") for n in LOSS_NAMES},
+      loss_sums=loss.loss_sums, denominators=loss.denominators, prepare=loss.prepare,
+      frozen_model=pair.teacher, frozen_params=pair.teacher_params, tokenizer_dir=data.tokenizer_dir,
+      export=functools.partial(convert.save_pretrained, pair.student, tokenizer_dir=data.tokenizer_dir,
+                               overwrite=True),
+      flops_per_token=lambda length: flops.distillation_flops_per_token(
+          student_config, teacher_config, length, with_logits, with_logits),
+      batch_spec=batch_spec)
+
+
+# ===================================================================================== job
+def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
+  """Models, data and losses of a distillation (or, without a teacher, MLM pretraining)."""
+  checks.check_processes(config)
+  pair = build_models(config)
+  return job_from_parts(config, pair, build_data(config, workdir, pair.student_config.vocab_size))
 
 
 def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train.Job:
   """The job of `make_job` for an ahead-of-time compile on `platform`: the same models, losses
-  and step, from config files alone. Its parameters are jax.ShapeDtypeStructs; it has no data.
-  The masking weights are uniform and the [MASK] id is 0: both are constants of the program that
-  change neither its shapes nor its cost."""
+  and step, from config files alone. Its parameters are jax.ShapeDtypeStructs; it has no data
+  (abstract_data)."""
   checks.check_processes(config)
-  teacher = build_teacher(config, abstract=True, platform=platform)
-  student = build_student(config, teacher[2], teacher[1], abstract=True, platform=platform)
-  token_probs = masking.uniform_token_probs(student[2].vocab_size, ())
-  num_steps = max(config.train.num_steps, 1)  # the schedule's length changes nothing compiled
-  return _job(config, teacher, student, token_probs, 0, None, num_steps, None)
-
-
-def _job(config, teacher_parts, student_parts, token_probs, mask_id: int, iterator, num_steps: int,
-         tokenizer_dir) -> train.Job:
-  (teacher, teacher_params, teacher_config), (student, student_params, student_config) = teacher_parts, student_parts
-  if teacher is not None:
-    # Only now (the student copied float32 layers): the frozen teacher in its compute dtype,
-    # half the memory in bfloat16.
-    teacher_params = jax.tree.map(lambda x: train.cast_params(x, teacher.dtype), teacher_params)
-  loss = DistillationLoss(config, student, teacher, token_probs, mask_id,
-                          hidden_layer_map(config, student_config, teacher_config))
-  with_logits = needs_logits(config)
-  return train.Job(
-      model=student, params=student_params, iterator=iterator, num_steps=num_steps,
-      loss_weights={n: getattr(config.loss, f"alpha_{n}") for n in LOSS_NAMES},
-      loss_sums=loss.loss_sums, denominators=loss.denominators, prepare=loss.prepare,
-      frozen_model=teacher, frozen_params=teacher_params, tokenizer_dir=tokenizer_dir,
-      flops_per_token=lambda length: flops.distillation_flops_per_token(
-          student_config, teacher_config, length, with_logits, with_logits),
-      batch_spec=batch_spec)
+  pair = build_models(config, abstract=True, platform=platform)
+  return job_from_parts(config, pair, abstract_data(config, pair.student_config.vocab_size))
 
 
 def batch_spec(batch_size: int, length: int) -> dict:

@@ -285,10 +285,16 @@ def _job(config, kind: str, student, params, teacher, teacher_params, iterator, 
       return dict(spec, start_positions=rows(jnp.int32), end_positions=rows(jnp.int32))
     return dict(spec, labels=rows(jnp.float32 if kind == "regression" else jnp.int32))
 
+  def export(trained_params, out_dir):
+    """The Hugging Face directory of the trained model, with the tokenizer it was trained with."""
+    convert.save_pretrained(student, trained_params, out_dir,
+                            tokenizer_dir=config.data.tokenizer_dir or config.model.path, overwrite=True)
+
   return train.Job(
       model=student, params=params, iterator=iterator, num_steps=num_steps,
       loss_weights={n: getattr(config.loss, f"alpha_{n}") for n in LOSS_NAMES},
       loss_sums=loss.loss_sums, denominators=loss.denominators, frozen_model=teacher, frozen_params=teacher_params,
+      export=export,
       flops_per_token=lambda length: flops.distillation_flops_per_token(student.config, teacher_config, length,
                                                                         False, False),
       batch_spec=batch_spec)

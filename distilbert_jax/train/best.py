@@ -1,0 +1,54 @@
+"""The best evaluated parameters of a run, kept in WORKDIR/best (our Flax format, through
+convert) with WORKDIR/best.json saying at which step and with what metrics; the export takes
+them instead of the last ones."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import jax
+
+from distilbert_jax import atomic, convert
+from distilbert_jax.train.job import Job
+
+
+class BestParams:
+  """The parameters with the best evaluation so far (higher `metric` is better); kept across
+  resumes. Every process takes part in `update` (gathering sharded parameters); only an
+  `enabled` one (process 0) writes."""
+
+  def __init__(self, workdir: Path, metric: Optional[str], enabled: bool):
+    self.dir, self.metric, self.enabled = workdir / "best", metric, enabled
+    self.record_path = workdir / "best.json"
+    self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else None
+
+  def exists(self) -> bool:
+    return self.metric is not None and (self.dir / "config.json").exists()
+
+  def update(self, step: int, metrics: dict, params, job: Job) -> None:
+    if not self.metric:
+      return
+    value = metrics[f"eval_{self.metric}"]
+    if self.record is not None and not value > self.record["value"]:
+      return
+    if self.record is not None and step < self.record["step"]:
+      return  # an interrupted run already saw later steps; its record stands
+    host_params = gather_to_host(params)
+    self.record = {"step": step, "metric": self.metric, "value": value,
+                   "metrics": {k: v for k, v in metrics.items() if k.startswith("eval_")}}
+    if self.enabled:
+      convert.save_flax(job.model, host_params, self.dir, tokenizer_dir=job.tokenizer_dir, overwrite=True)
+      atomic.write_text(self.record_path, json.dumps(self.record, indent=2))
+
+  def params(self):
+    head = json.loads((self.dir / "config.json").read_text())[convert.FLAX_HEAD_KEY]
+    return convert.load_pretrained(str(self.dir), head=head)[1]
+
+
+def gather_to_host(params):
+  """Sharded parameters as host arrays; with several processes every one takes part."""
+  if jax.process_count() == 1:
+    return jax.device_get(params)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(params)
