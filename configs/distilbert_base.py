@@ -21,7 +21,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Which job of train.py runs this config: "distill" (also teacher-free MLM pretraining) or "finetune".
+  # Which job (distilbert_jax/jobs/) runs this config: "distill" (also teacher-free MLM pretraining) or "finetune".
   config.job = "distill"
 
   config.teacher = ml_collections.ConfigDict()

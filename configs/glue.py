@@ -22,7 +22,7 @@ from distilbert_jax.tasks import defaults
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Which job of train.py runs this config.
+  # Which job (distilbert_jax/jobs/) runs this config.
   config.job = "finetune"
   # A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or "custom" (data.train/eval).
   config.task = "rte"

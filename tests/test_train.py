@@ -305,7 +305,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
   config = tiny_config(**{"train.num_steps": 6, "train.checkpoint_every": 1})
   config.optim.warmup_fraction = 0.0
   config.optim.learning_rate = 1e30  # step 1 is finite and saved; its update makes step 2 overflow
-  with pytest.raises(train.TrainingError, match=r"non-finite loss in 1 step\(s\) up to step 2.*\(step 1\)"):
+  with pytest.raises(train.TrainingError, match=r"non-finite loss or gradients in 1 step\(s\) up to step 2.*\(step 1\)"):
     jobs.train_and_evaluate(config, str(tmp_path))
   assert checkpoint_steps(tmp_path) == [1]
   metrics = read_metrics(tmp_path)
@@ -396,3 +396,19 @@ def test_a_bfloat16_teacher_and_student_train_on_cpu_close_to_float32(tmp_path, 
     results[dtype] = read_metrics(tmp_path / dtype)
   for key in ("loss_mlm", "loss_cos", "loss_hidden"):  # bfloat16 products, float32 accumulation
     np.testing.assert_allclose(results["bfloat16"][0][key], results["float32"][0][key], rtol=2e-2, err_msg=key)
+
+
+def test_a_finite_loss_with_overflowing_gradients_does_not_reach_the_state():
+  import jax.numpy as jnp
+  import optax
+  params = {"w": jnp.ones((3,), jnp.float32)}
+  tx = optax.adamw(1e-2)
+  state = train.init_state(params, tx, seed=0)
+  grads = {"w": jnp.asarray([1.0, jnp.inf, 0.0], jnp.float32)}
+  finite = train.is_finite_update(jnp.float32(0.5), optax.tree.norm(grads))
+  assert not bool(finite)
+  new = train.apply_gradients(state, grads, finite, tx)
+  assert int(new.step) == 1
+  np.testing.assert_array_equal(np.asarray(new.params["w"]), np.ones(3))
+  good = train.apply_gradients(state, {"w": jnp.ones((3,))}, train.is_finite_update(jnp.float32(0.5), jnp.float32(1.0)), tx)
+  assert not np.array_equal(np.asarray(good.params["w"]), np.ones(3))

@@ -1,4 +1,4 @@
-"""Fine-tuning and task distillation on GLUE, your own labelled tables and SQuAD: a job of train.py.
+"""Fine-tuning and task distillation on GLUE, your own labelled tables and SQuAD: a job of the training core (train/).
 
   distilbert-jax finetune --config configs/glue.py --config.task=rte --config.model.path=MODEL_DIR \
       --config.data.dir=GLUE_DIR --workdir runs/rte
@@ -9,8 +9,8 @@ A job is built in parts, which the compile command and the benchmarks can take o
   build_models / build_abstract_models   the student (and a fine-tuned teacher, for task distillation)
   build_data                             the task's data, its training batches and the step count
   task_loss.build_loss                   the losses (task_loss.py: loss_task, loss_kd, loss_hidden)
-make_job and make_abstract_job compose them through `_job`, the part the train step needs (the
-same losses as build_loss's, the FLOPs and the batch shapes).
+make_job and make_abstract_job compose them through `_job`, which adds what the train step needs
+(the FLOPs, the batch shapes, the export).
 
 Evaluation (tasks/evaluator.py) runs every `train.eval_every` steps (0: once an epoch) over every
 example (the last batch padded and masked, never dropped); the parameters with the best main
@@ -36,8 +36,7 @@ from distilbert_jax import convert, errors, models, train
 from distilbert_jax.data import input_pipeline
 from distilbert_jax.hardware import flops
 from distilbert_jax.jobs import checks
-# _job names the hidden-layer map _layer_map.
-from distilbert_jax.jobs.task_loss import LOSS_NAMES, TaskLoss, hidden_layer_map as _layer_map
+from distilbert_jax.jobs.task_loss import LOSS_NAMES, build_loss
 from distilbert_jax.tasks import glue
 from distilbert_jax.tasks.batches import ArrayBatches
 from distilbert_jax.tasks.evaluator import Evaluator
@@ -273,7 +272,7 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
 
 def _job(config, kind: str, student, params, teacher, teacher_params, iterator, num_steps: int) -> train.Job:
   """The part of a fine-tuning job that the step needs: models, loss, FLOPs and batch shapes."""
-  loss = TaskLoss(config, student, teacher, kind, _layer_map(config, student, teacher))
+  loss = build_loss(config, kind, student, teacher)
   teacher_config = teacher.config if teacher is not None else None
 
   def batch_spec(batch_size: int, length: int) -> dict:

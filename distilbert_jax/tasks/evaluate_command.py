@@ -16,7 +16,8 @@ import ml_collections
 
 from distilbert_jax import convert, errors
 from distilbert_jax.tasks import defaults, glue
-from distilbert_jax.tasks.evaluator import Evaluator, strict_json
+from distilbert_jax.records import strict_json
+from distilbert_jax.tasks.evaluator import Evaluator
 from distilbert_jax.tasks.task_data import head_for, load_task_data, tokenizer_for
 
 

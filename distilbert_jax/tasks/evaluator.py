@@ -2,7 +2,6 @@
 
   Evaluator(model, data, config).evaluate(params) -> ({metric: value}, {split: predictions})
   Evaluator.write(out_dir, ...)      eval_results.json and the predictions of each split
-  strict_json(metrics)               JSON without NaN: an undefined metric is null
 
 The evaluator runs a jitted predict function (see `make_predict`) over every example of each
 set, in length-sorted batches sharded over the mesh's data axes, and scores the outputs with
@@ -10,7 +9,6 @@ the task's official metrics (glue.compute_metrics, squad.evaluate).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distilbert_jax import atomic, models, sharding
+from distilbert_jax.records import strict_json
 from distilbert_jax.tasks import glue, squad
 from distilbert_jax.tasks.batches import eval_batches, model_kwargs
 from distilbert_jax.tasks.task_data import EvalSet, TaskData, head_for, is_squad
@@ -117,12 +116,6 @@ class Evaluator:
     return [glue.write_submission(out_dir / "predictions" / "test", self.data.task, test_set.name,
                                   test_set.examples.ids, self.outputs(params, test_set)[0])
             for test_set in self.data.tests]
-
-
-def strict_json(metrics: dict) -> str:
-  """Metrics as JSON, which has no NaN: an undefined value (a NaN or infinite metric) is null."""
-  defined = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
-  return json.dumps(defined, indent=2, allow_nan=False) + "\n"
 
 
 def task_name(data: TaskData) -> str:

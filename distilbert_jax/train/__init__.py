@@ -17,7 +17,7 @@ One run goes through these modules:
   metrics.py      the step returns sums and denominators; they are added up on the device over
                   the logging window and divided once, when written (metrics.jsonl, TensorBoard)
   signals.py      SIGTERM or SIGINT ends the current step, saves a checkpoint and exits; the same
-                  command resumes bit-identically. A non-finite loss skips its update and stops
+                  command resumes bit-identically. A non-finite loss (or gradient) skips its update and stops
                   the run at the next logging or saving step, the last good checkpoint intact
   best.py         with evaluation, the best evaluated parameters, which the export then takes
 """
@@ -29,7 +29,7 @@ from distilbert_jax.train.mesh import initialize_distributed, make_mesh, mesh_pl
 from distilbert_jax.train.metrics import MetricsWriter, normalise_metrics, window_from_json, window_to_json
 from distilbert_jax.train.signals import Preempted
 from distilbert_jax.train.state import (TrainState, abstract_boxed_params, abstract_params, apply_gradients,
-                                        cast_params, init_params, init_state, make_optimizer)
+                                        cast_params, init_params, init_state, is_finite_update, make_optimizer)
 from distilbert_jax.train.step import (StepProgram, build_step, compile_fields, make_train_step,
                                        step_compiler_options)
 
@@ -37,6 +37,6 @@ TrainingError = errors.TrainingError
 
 __all__ = ["BestParams", "Job", "MetricsWriter", "Preempted", "StepProgram", "TrainState", "TrainingError",
            "abstract_boxed_params", "abstract_params", "apply_gradients", "build_step", "cast_params",
-           "compile_fields", "init_params", "init_state", "initialize_distributed", "make_mesh", "make_optimizer",
+           "compile_fields", "init_params", "init_state", "initialize_distributed", "is_finite_update", "make_mesh", "make_optimizer",
            "make_train_step", "mesh_platform", "normalise_metrics", "run", "step_compiler_options",
            "window_from_json", "window_to_json"]

@@ -4,12 +4,13 @@ them instead of the last ones."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
 import jax
 
-from distilbert_jax import atomic, convert
+from distilbert_jax import atomic, convert, records
 from distilbert_jax.train.job import Job
 
 
@@ -30,6 +31,8 @@ class BestParams:
     if not self.metric:
       return
     value = metrics[f"eval_{self.metric}"]
+    if not math.isfinite(value):
+      return  # an undefined score (say, Pearson of constant predictions) is never the best
     if self.record is not None and not value > self.record["value"]:
       return
     if self.record is not None and step < self.record["step"]:
@@ -39,7 +42,7 @@ class BestParams:
                    "metrics": {k: v for k, v in metrics.items() if k.startswith("eval_")}}
     if self.enabled:
       convert.save_flax(job.model, host_params, self.dir, tokenizer_dir=job.tokenizer_dir, overwrite=True)
-      atomic.write_text(self.record_path, json.dumps(self.record, indent=2))
+      atomic.write_text(self.record_path, records.strict_json(self.record))
 
   def params(self):
     head = json.loads((self.dir / "config.json").read_text())[convert.FLAX_HEAD_KEY]

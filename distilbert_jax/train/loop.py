@@ -86,7 +86,7 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
           writer.close()
           checkpoints.wait()
           raise errors.TrainingError(
-              f"non-finite loss in {values['skipped_steps']:.0f} step(s) up to step {step}: their updates were "
+              f"non-finite loss or gradients in {values['skipped_steps']:.0f} step(s) up to step {step}: their updates were "
               f"skipped and the run stops; the last good checkpoint (step {checkpoints.latest_step()}) in "
               f"{checkpoints.directory} is intact")
       if log:

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from distilbert_jax import records
+
 
 @jax.jit
 def add_metrics(window, metrics):
@@ -63,7 +65,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     with self.path.open("a") as f:
-      f.write(json.dumps({"step": step, **metrics}) + "\n")
+      f.write(records.strict_json({"step": step, **metrics}, indent=None) + "\n")
     for k, v in metrics.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(k, v, step)

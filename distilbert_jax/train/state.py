@@ -74,12 +74,18 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
   return tx, schedule
 
 
-def apply_gradients(state: TrainState, grads, loss: jax.Array, tx: optax.GradientTransformation) -> TrainState:
-  """One optimizer update and step + 1. A non-finite loss never reaches the parameters or the
-  optimizer state (both keep their old values); the host stops the run when it sees it."""
+def is_finite_update(loss: jax.Array, grad_norm: jax.Array) -> jax.Array:
+  """Whether a step may update the state: its loss and its gradients' norm are finite (a finite
+  loss can still overflow in its gradients)."""
+  return jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+
+def apply_gradients(state: TrainState, grads, finite: jax.Array, tx: optax.GradientTransformation) -> TrainState:
+  """One optimizer update and step + 1. Without `finite` (is_finite_update) nothing reaches the
+  parameters or the optimizer state (both keep their old values); the host stops the run when it
+  sees the skipped step."""
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
-  finite = jnp.isfinite(loss)
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   return state.replace(step=state.step + 1, params=keep(new_params, state.params),
                        opt_state=keep(new_opt_state, state.opt_state))

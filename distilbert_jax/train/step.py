@@ -16,7 +16,8 @@ import optax
 from distilbert_jax import models, sharding
 from distilbert_jax.train.job import Job
 from distilbert_jax.train.mesh import mesh_platform
-from distilbert_jax.train.state import TrainState, abstract_boxed_params, apply_gradients, init_state, make_optimizer
+from distilbert_jax.train.state import (TrainState, abstract_boxed_params, apply_gradients, init_state,
+                                        is_finite_update, make_optimizer)
 
 
 def make_train_step(job: Job, tx, schedule, mesh, grad_accum_steps: int):
@@ -63,13 +64,14 @@ def make_train_step(job: Job, tx, schedule, mesh, grad_accum_steps: int):
       zeros = jax.tree.map(lambda z: jnp.zeros(z.shape, z.dtype), (shapes[0][0], shapes[0][1], shapes[1]))
       (loss, sums, grads), _ = jax.lax.scan(body, zeros, (micros, jnp.arange(accum)))
 
-    new_state = apply_gradients(state, grads, loss, tx)
-    finite = jnp.isfinite(loss)
+    grad_norm = optax.tree.norm(grads)
+    finite = is_finite_update(loss, grad_norm)
+    new_state = apply_gradients(state, grads, finite, tx)
     one = jnp.ones((), jnp.float32)
     mean = {f"loss_{k}": (jnp.where(finite, v, 0.0), jnp.where(finite, denominators[k], 0.0))
             for k, v in sums.items()}
     mean.update(loss=(jnp.where(finite, loss, 0.0), finite.astype(jnp.float32)),
-                grad_norm=(jnp.where(finite, optax.tree.norm(grads), 0.0), finite.astype(jnp.float32)),
+                grad_norm=(jnp.where(finite, grad_norm, 0.0), finite.astype(jnp.float32)),
                 learning_rate=(schedule(state.step), one))
     attention_mask = batch["attention_mask"]
     total = {"real_tokens": jnp.sum(attention_mask, dtype=jnp.float32),
