@@ -10,6 +10,7 @@ Modules:
     huggingface  state dicts <-> our parameters, Hugging Face weight files, save_pretrained
     flax_format  our Flax directory: save_flax, and its parameters into any head by path
     directories  what both directory kinds share: config.json, tokenizer files, atomic writes
+    sentence_transformers  modules.json and 1_Pooling/: the pooling a directory names, and copying it
     loading      load_pretrained, for either kind of directory
     student      student initialisation from a teacher's config and parameters
     command      the `distilbert-jax convert` command (convert_main)
@@ -26,6 +27,7 @@ from distilbert_jax.convert.huggingface import (flax_tree_to_state_dict, params_
 from distilbert_jax.convert.layout import stack_layers, unstack_layers
 from distilbert_jax.convert.loading import load_pretrained
 from distilbert_jax.convert.names import ConversionError, architecture_name, head_from_architectures
+from distilbert_jax.convert.sentence_transformers import SentencePooling, read_sentence_pooling
 from distilbert_jax.convert.student import default_student_layers, student_config_of, student_from_teacher
 
 log = logging.getLogger(__name__)  # the parent of the submodules' loggers: its level quiets them all
@@ -33,5 +35,5 @@ log = logging.getLogger(__name__)  # the parent of the submodules' loggers: its 
 __all__ = ["FLAX_HEAD_KEY", "SOURCE_ATTR", "TOKENIZER_FILES", "ConversionError", "architecture_name",
            "convert_main", "default_student_layers", "flax_tree_to_state_dict", "head_from_architectures",
            "load_pretrained", "log", "params_to_state_dict", "read_hf_state_dict", "read_model_config",
-           "save_flax", "save_pretrained", "stack_layers", "state_dict_to_params", "student_config_of",
-           "student_from_teacher", "unstack_layers"]
+           "read_sentence_pooling", "save_flax", "save_pretrained", "SentencePooling", "stack_layers",
+           "state_dict_to_params", "student_config_of", "student_from_teacher", "unstack_layers"]

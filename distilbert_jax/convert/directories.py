@@ -1,5 +1,5 @@
-"""What both kinds of model directory share: reading config.json, the tokenizer files, and writing
-a directory atomically.
+"""What both kinds of model directory share: reading config.json, the tokenizer and
+sentence-transformers files, and writing a directory atomically.
 
 Every directory is written into a temporary sibling and renamed into place, so a failure never
 leaves a half-written output; an existing output that is not an empty directory is an error
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from distilbert_jax import atomic, models
 from distilbert_jax.convert.names import ConversionError, architecture_name
+from distilbert_jax.convert.sentence_transformers import copy_sentence_transformers_files
 from distilbert_jax.models import layers as model_layers
 
 
@@ -75,6 +76,14 @@ def _copy_tokenizer(model, tokenizer_dir, out: Path) -> None:
   for name in TOKENIZER_FILES:
     if (Path(source) / name).is_file():
       shutil.copy2(Path(source) / name, out / name)
+
+
+def _copy_sentence_transformers(model, source, out: Path) -> None:
+  """modules.json and the pooling files of `source` (else of the directory the model was loaded
+  from), if it has them, so that SentenceTransformer(out) pools as the source did."""
+  source = source or getattr(model, SOURCE_ATTR, None)
+  if source is not None:
+    copy_sentence_transformers_files(source, out, model.config.hidden_size)
 
 
 def _hf_config_dict(config, head: str, include_compile_fields: bool) -> dict:

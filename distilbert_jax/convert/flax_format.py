@@ -6,6 +6,7 @@ with no detour through PyTorch names.
     params/       the parameter tree as numpy arrays, saved by orbax (PyTreeCheckpointer), in the
                   layout that config.json's scan_layers names (scanned: layers stacked on a leading axis)
     tokenizer files copied from the source directory (vocab.txt, tokenizer.json, ...)
+    modules.json, 1_Pooling/, ... the source's sentence-transformers files, if it has them
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from distilbert_jax.convert.directories import _atomic_directory, _copy_tokenizer, _head_of, _hf_config_dict
+from distilbert_jax.convert.directories import (_atomic_directory, _copy_sentence_transformers, _copy_tokenizer,
+                                                _head_of, _hf_config_dict)
 from distilbert_jax.convert.layout import _checked, _fit_params, _to_layout
 from distilbert_jax.convert.names import BASE_SCOPE, ConversionError, _one_line
 
@@ -58,8 +60,10 @@ def _restore_flax_params(params_dir: Path):
       raise ConversionError(f"{params_dir}: unreadable orbax checkpoint ({reason})") from e
 
 
-def save_flax(model, params, out_dir, tokenizer_dir=None, *, overwrite: bool = False) -> None:
-  """Our Flax directory (see the module docstring), in the layout model.config.scan_layers names."""
+def save_flax(model, params, out_dir, tokenizer_dir=None, *, overwrite: bool = False,
+              sentence_transformers_source=None) -> None:
+  """Our Flax directory (see the module docstring), in the layout model.config.scan_layers names;
+  tokenizer and sentence-transformers files as save_pretrained copies them."""
   import orbax.checkpoint as ocp
   head, config = _head_of(model), model.config
   _checked(params, config, head)
@@ -71,3 +75,4 @@ def save_flax(model, params, out_dir, tokenizer_dir=None, *, overwrite: bool = F
     with ocp.PyTreeCheckpointer() as checkpointer:
       checkpointer.save(tmp / "params", tree)
     _copy_tokenizer(model, tokenizer_dir, tmp)
+    _copy_sentence_transformers(model, sentence_transformers_source, tmp)

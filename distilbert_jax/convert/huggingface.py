@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from distilbert_jax.convert.directories import _atomic_directory, _copy_tokenizer, _head_of, _hf_config_dict
+from distilbert_jax.convert.directories import (_atomic_directory, _copy_sentence_transformers, _copy_tokenizer,
+                                                _head_of, _hf_config_dict)
 from distilbert_jax.convert.layout import _checked, _expected_shapes, _fresh_params, _to_layout, unstack_layers
 from distilbert_jax.convert.names import (BASE_PREFIX, BODY_SCOPES, HEAD_SCOPES, ConversionError, _hf_name,
                                           _one_line)
@@ -199,9 +200,12 @@ def read_hf_state_dict(directory) -> dict[str, np.ndarray]:
                         "their sharded *.index.json, or flax_model.msgpack)")
 
 
-def save_pretrained(model, params, out_dir, tokenizer_dir=None, *, overwrite: bool = False) -> None:
+def save_pretrained(model, params, out_dir, tokenizer_dir=None, *, overwrite: bool = False,
+                    sentence_transformers_source=None) -> None:
   """A Hugging Face PyTorch directory: config.json, model.safetensors, tokenizer files (from
-  tokenizer_dir, else from the directory the model was loaded from)."""
+  tokenizer_dir, else from the directory the model was loaded from), and the sentence-transformers
+  files (modules.json, 1_Pooling/, ...) of sentence_transformers_source, else of the directory the
+  model was loaded from, when that has them (a distilled student passes its teacher's)."""
   from safetensors.numpy import save_file
   head = _head_of(model)
   state_dict = params_to_state_dict(params, model.config, head)
@@ -209,3 +213,4 @@ def save_pretrained(model, params, out_dir, tokenizer_dir=None, *, overwrite: bo
     (tmp / "config.json").write_text(json.dumps(_hf_config_dict(model.config, head, False), indent=2) + "\n")
     save_file(state_dict, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     _copy_tokenizer(model, tokenizer_dir, tmp)
+    _copy_sentence_transformers(model, sentence_transformers_source, tmp)

@@ -386,7 +386,7 @@ def job_from_parts(config, pair: ModelPair, data: Data) -> train.Job:
       loss_sums=loss.loss_sums, denominators=loss.denominators, prepare=loss.prepare,
       frozen_model=pair.teacher, frozen_params=pair.teacher_params, tokenizer_dir=data.tokenizer_dir,
       export=functools.partial(convert.save_pretrained, pair.student, tokenizer_dir=data.tokenizer_dir,
-                               overwrite=True),
+                               overwrite=True, sentence_transformers_source=config.teacher.path or None),
       flops_per_token=lambda length: flops.distillation_flops_per_token(
           student_config, teacher_config, length, with_logits, with_logits),
       batch_spec=batch_spec)

@@ -1,8 +1,9 @@
 """Sentence-embedding evaluation: STS Spearman, teacher/student agreement, speed, report.png.
 
-Embeddings are the mean of the last hidden states over real tokens, the pooling of
-all-MiniLM-L6-v2 (sentence-transformers' `1_Pooling/config.json`: pooling_mode_mean_tokens).
-STS quality is the Spearman correlation (times 100) between the cosine similarity of the two
+Embeddings pool the last hidden states as the model directory's sentence-transformers files say
+(modules.json, 1_Pooling/config.json: mean, cls or max over real tokens, then L2-normalised when
+a Normalize module follows), and as sentence-transformers does without them: the mean over real
+tokens. all-MiniLM-L6-v2 is mean pooled and normalised. STS quality is the Spearman correlation (times 100) between the cosine similarity of the two
 sentences' embeddings and the human score, the metric of the GLUE STS-B task.
 """
 from __future__ import annotations
@@ -26,15 +27,48 @@ class EvaluationError(errors.Error, ValueError):
   """An evaluation file or model that cannot be used; the message names it."""
 
 
-class Encoder:
-  """A jitted mean-pooling sentence encoder over a model directory (Hugging Face or ours)."""
+DEFAULT_MAX_LENGTH = 128  # without a sentence_bert_config.json max_seq_length
 
-  def __init__(self, model_dir: str, max_length: int = 128, tokenizer_dir: Optional[str] = None,
+
+def pool(hidden, attention_mask, pooling: convert.SentencePooling):
+  """hidden [n, length, d], attention_mask [n, length] -> [n, d * len(pooling.modes)], each mode
+  as sentence-transformers' Pooling computes it over the real tokens, then its Normalize."""
+  real = attention_mask.astype(bool)
+  weights = real[..., None].astype(hidden.dtype)
+  pooled = []
+  for mode in pooling.modes:
+    if mode == "mean":
+      pooled.append(jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9))
+    elif mode == "cls":  # the first real token: [CLS] with right padding
+      first = jnp.argmax(real, axis=1)
+      pooled.append(jnp.take_along_axis(hidden, first[:, None, None], axis=1)[:, 0])
+    elif mode == "max":
+      pooled.append(jnp.max(jnp.where(real[..., None], hidden, -jnp.inf), axis=1))
+    else:
+      raise ValueError(f"pooling mode {mode!r}")  # read_sentence_pooling lets no other through
+  out = jnp.concatenate(pooled, axis=-1) if len(pooled) > 1 else pooled[0]
+  if pooling.normalize:  # torch.nn.functional.normalize: x / max(|x|, 1e-12)
+    out = out / jnp.maximum(jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+  return out
+
+
+class Encoder:
+  """A jitted sentence encoder over a model directory (Hugging Face or ours), pooling as its
+  sentence-transformers files say (see the module docstring)."""
+
+  def __init__(self, model_dir: str, max_length: Optional[int] = None, tokenizer_dir: Optional[str] = None,
                dtype: str = "float32"):
-    """dtype: the compute dtype ("auto": bfloat16 where the device computes it natively)."""
+    """max_length: tokens kept per text (default: sentence_bert_config.json's max_seq_length, else
+    128; at most the model's positions). dtype: the compute dtype ("auto": bfloat16 where the
+    device computes it natively)."""
     import tokenizers
     self.model_dir = model_dir
+    self.pooling = convert.read_sentence_pooling(model_dir)
     self.model, self.params = convert.load_pretrained(model_dir, head="base", dtype=models.resolve_dtype(dtype))
+    if self.pooling.dimension is not None and self.pooling.dimension != self.model.config.hidden_size:
+      raise EvaluationError(f"{model_dir}: the pooling config names dimension {self.pooling.dimension} but the "
+                            f"model's hidden size is {self.model.config.hidden_size}")
+    max_length = max_length or self.pooling.max_seq_length or DEFAULT_MAX_LENGTH
     tokenizer_file = Path(tokenizer_dir or model_dir) / "tokenizer.json"
     if not tokenizer_file.exists():
       raise EvaluationError(f"{tokenizer_file}: no tokenizer.json beside the model")
@@ -58,8 +92,7 @@ class Encoder:
 
   def _embed(self, params, input_ids, attention_mask):
     hidden = self.model.apply({"params": params}, input_ids, attention_mask=attention_mask).last_hidden_state
-    weights = attention_mask[..., None].astype(hidden.dtype)
-    return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+    return pool(hidden, attention_mask, self.pooling)
 
   def tokenize(self, sentences: Sequence[str], length: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """-> input_ids, attention_mask: int32 [n, length], padded to a multiple of 16 (few compiles)."""
@@ -74,7 +107,7 @@ class Encoder:
     return ids, mask
 
   def embed(self, sentences: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """[n, hidden] float32 mean-pooled embeddings."""
+    """[n, hidden * number of pooling modes] float32 sentence embeddings."""
     out = []
     for start in range(0, len(sentences), batch_size):
       chunk = list(sentences[start:start + batch_size])
@@ -128,13 +161,15 @@ def sts_spearman(encoder: Encoder, s1, s2, scores) -> float:
 
 def evaluate_sts_main(model_dir: str, data: str, teacher_dir: Optional[str] = None) -> dict:
   s1, s2, scores = read_sts_tsv(data)
-  result = {"pairs": len(scores), "model": sts_spearman(Encoder(model_dir), s1, s2, scores)}
+  model = Encoder(model_dir)
+  result = {"pairs": len(scores), "model": sts_spearman(model, s1, s2, scores)}
   print(f"{len(scores)} pairs from {data}")
-  print(f"model   {model_dir}: Spearman x 100 = {result['model']:.2f}")
+  print(f"model   {model_dir}: Spearman x 100 = {result['model']:.2f} ({model.pooling.describe()})")
   if teacher_dir:
-    result["teacher"] = sts_spearman(Encoder(teacher_dir), s1, s2, scores)
+    teacher = Encoder(teacher_dir)
+    result["teacher"] = sts_spearman(teacher, s1, s2, scores)
     result["ratio"] = result["model"] / result["teacher"]
-    print(f"teacher {teacher_dir}: Spearman x 100 = {result['teacher']:.2f}")
+    print(f"teacher {teacher_dir}: Spearman x 100 = {result['teacher']:.2f} ({teacher.pooling.describe()})")
     print(f"student / teacher = {100 * result['ratio']:.1f}%")
   return result
 
