@@ -52,12 +52,17 @@ PATH_FIELDS = ("model.path", "teacher.path", "data.dir", "data.tfds_data_dir", "
                "data.test", "data.tokenizer_dir", "data.cache_dir", "mask.token_counts", "eval_heldout")
 SOURCES_FIELD = "data.sources"
 NOT_A_PATH = ("", "embedded")
+# The path fields that may name a Hugging Face Hub repo id (`org/name`, `org/name@revision`).
+MODEL_FIELDS = ("model.path", "teacher.path", "data.tokenizer_dir")
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of `config` whose path fields are absolute, relative ones taken from the current
   directory: resolved once, where the config enters, so that nothing later depends on the
-  working directory (orbax, for one, refuses relative checkpoint paths)."""
+  working directory (orbax, for one, refuses relative checkpoint paths). A Hub repo id in a
+  MODEL_FIELDS field becomes its snapshot directory (downloaded unless cached; a bad id is a
+  ConfigError), so that the rest of the code sees local directories only."""
+  from distilbert_jax.convert import hub
   from distilbert_jax.data import token_cache
   config = copy.deepcopy(config)
 
@@ -71,7 +76,14 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
   for name in PATH_FIELDS:
     node, key = field(name)
-    if node is not None and isinstance(node[key], str) and node[key] not in NOT_A_PATH:
+    if node is None or not isinstance(node[key], str) or node[key] in NOT_A_PATH:
+      continue
+    if name in MODEL_FIELDS and hub.is_repo_id(node[key]):
+      try:
+        node[key] = hub.resolve(node[key])
+      except hub.HubError as e:
+        raise errors.ConfigError(f"{e} ({name})") from e
+    else:
       node[key] = os.path.abspath(os.path.expanduser(node[key]))
   node, key = field(SOURCES_FIELD)
   if node is not None and isinstance(node[key], (tuple, list)):

@@ -122,6 +122,7 @@ def test_split_overrides_accepts_equals_and_space_forms():
 def test_resolve_paths_makes_every_path_field_absolute_from_the_current_directory(tmp_path, monkeypatch):
   from configs import distilbert_base, glue
   monkeypatch.chdir(tmp_path)
+  (tmp_path / "models").mkdir()  # without it, models/mini would be a Hugging Face Hub repo id
   config = glue.get_config()
   config.model.path, config.teacher.path, config.data.train = "models/mini", "../teacher", "train.csv"
   config.data.eval, config.data.tokenizer_dir = "", "~/tok"

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+from distilbert_jax.convert import hub
 from distilbert_jax.convert.directories import _check_output, _read_config
 from distilbert_jax.convert.flax_format import FLAX_HEAD_KEY, save_flax
 from distilbert_jax.convert.huggingface import save_pretrained
@@ -16,11 +17,13 @@ log = logging.getLogger(__name__)
 
 def convert_main(to: str, src: str, dst: str, head: Optional[str] = None, *, overwrite: bool = False) -> None:
   """`distilbert-jax convert`: to="flax" (HF dir -> our Flax dir) or "pytorch" (Flax dir -> HF dir).
-  head defaults to the source's own: its config's architectures, or our distilbert_jax_head."""
+  src may be a Hub repo id (ID or ID@REVISION). head defaults to the source's own: its config's
+  architectures, or our distilbert_jax_head."""
   if to not in ("flax", "pytorch"):
     raise ConversionError(f"convert: --to must be 'flax' or 'pytorch', got {to!r}")
+  _check_output(Path(dst), overwrite, "add --overwrite to replace it")  # before any download
+  src = hub.resolve(src)
   hf_config, _ = _read_config(Path(src))
-  _check_output(Path(dst), overwrite, "add --overwrite to replace it")
   is_flax = FLAX_HEAD_KEY in hf_config
   if (to == "flax") == is_flax:
     kind = "our Flax directory" if is_flax else "a Hugging Face directory"

@@ -14,14 +14,14 @@ import shutil
 from pathlib import Path
 
 from distilbert_jax import atomic, models
+from distilbert_jax.convert import hub
+from distilbert_jax.convert.hub import TOKENIZER_FILES
 from distilbert_jax.convert.names import ConversionError, architecture_name
 from distilbert_jax.convert.sentence_transformers import copy_sentence_transformers_files
 from distilbert_jax.models import layers as model_layers
 
 
 SOURCE_ATTR = "_distilbert_jax_source_dir"  # set on loaded models: where their tokenizer files are
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
 
 
 def _read_config(directory: Path, **overrides) -> tuple[dict, models.ModelConfig]:
@@ -41,9 +41,9 @@ def _read_config(directory: Path, **overrides) -> tuple[dict, models.ModelConfig
 
 
 def read_model_config(path, **config_overrides) -> models.ModelConfig:
-  """Our config of a model directory (Hugging Face or ours) from its config.json alone (no
-  weights are read); config_overrides as load_pretrained's."""
-  return _read_config(Path(path).expanduser(), **config_overrides)[1]
+  """Our config of a model directory (Hugging Face or ours) or Hub repo id from its config.json
+  alone (no weights are read); config_overrides as load_pretrained's."""
+  return _read_config(Path(hub.resolve(path)), **config_overrides)[1]
 
 
 def _head_of(model) -> str:

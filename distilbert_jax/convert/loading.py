@@ -1,5 +1,5 @@
 """load_pretrained: (model, params) from either kind of directory, a Hugging Face one or our Flax
-one; config.json decides which."""
+one (config.json decides which), or from a Hugging Face Hub repo id (see hub.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from distilbert_jax import models
 from distilbert_jax.convert.directories import SOURCE_ATTR, _read_config
+from distilbert_jax.convert import hub
 from distilbert_jax.convert.flax_format import FLAX_HEAD_KEY, _params_for_head, _restore_flax_params
 from distilbert_jax.convert.huggingface import read_hf_state_dict, state_dict_to_params
 from distilbert_jax.convert.names import ConversionError
@@ -17,13 +18,14 @@ from distilbert_jax.convert.names import ConversionError
 
 def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                     init_missing_heads: bool = False, rng: Optional[jax.Array] = None, **config_overrides):
-  """(model, params) from a Hugging Face directory or our Flax directory (config.json decides).
+  """(model, params) from a Hugging Face directory or our Flax directory (config.json decides);
+  `path` may be a Hub repo id, `org/name` or `org/name@revision`, read from its snapshot directory.
 
   config_overrides replace config fields (scan_layers=True, remat_policy="full",
   attention_impl="dot_product", num_labels=3, ...). params are numpy arrays in param_dtype, in
   the layout config.scan_layers names. init_missing_heads=True initialises (from rng) the pooler
   and head parameters a checkpoint lacks, e.g. to fine-tune a base model into a classifier."""
-  directory = Path(path).expanduser()
+  directory = Path(hub.resolve(path))
   hf_config, config = _read_config(directory, **config_overrides)
   if head not in models.HEADS_BY_TYPE[config.model_type]:
     raise ConversionError(f"{directory}: head {head!r} does not exist for {config.model_type}; "

@@ -1,12 +1,10 @@
 """The config checks that every job shares; each job's check_config calls them first.
 
   check_schedule(config)    train.*: batch, accumulation, logging and checkpoint intervals
-  check_directory(path, key) a directory the config names exists
+  check_directory(path, key) a model directory (or Hub repo id) the config names exists
   check_processes(config)   the batch splits over the processes (needs jax.distributed up)
 """
 from __future__ import annotations
-
-import os
 
 import jax
 
@@ -24,10 +22,17 @@ def check_schedule(config) -> None:
       raise errors.ConfigError(f"train.{name}={t[name]} must be > 0")
 
 
-def check_directory(path: str, key: str) -> None:
-  """`path`, from config key `key`, is an existing directory (an empty path is not checked)."""
-  if path and not os.path.isdir(path):
-    raise errors.ConfigError(f"{path}: no such directory ({key})")
+def check_directory(path: str, key: str) -> str:
+  """`path`, from config key `key`, is an existing directory or a Hub repo id, which is looked up
+  (downloaded unless cached) now, so that a bad one fails before anything is written. Returns
+  the local directory; an empty path is not checked and is returned as is."""
+  from distilbert_jax.convert import hub
+  if not path:
+    return path
+  try:
+    return hub.resolve(path)
+  except hub.HubError as e:
+    raise errors.ConfigError(f"{e} ({key})") from e
 
 
 def check_processes(config) -> None:

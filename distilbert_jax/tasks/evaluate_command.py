@@ -67,9 +67,7 @@ def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] 
   GLUE test split has no labels, and its predictions are written to out_dir in the benchmark's
   submission format.
   """
-  if not os.path.isdir(model_dir):
-    raise errors.ConfigError(f"{model_dir}: no such model directory")
-  model_dir = os.path.abspath(model_dir)
+  model_dir = os.path.abspath(convert.hub.resolve(model_dir))  # a directory or a Hub repo id
   data = data if data == "tfds" else os.path.abspath(data)
   name = task_name(task)
   glue_task = None if name.startswith("squad") or name == "custom" else glue.get_task(name)
