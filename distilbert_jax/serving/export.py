@@ -150,8 +150,7 @@ def export_main(fmt: str, src: str, dst: str, head: Optional[str] = None, *, ove
     info = metadata(model, head, fmt, forward, platforms=list(exported.platforms),
                     calling_convention_version=exported.calling_convention_version)
   else:
-    from distilbert_jax.serving import onnx_export
-    artifact, extra = onnx_export.export_onnx(model, params, head)
+    artifact, extra = _export_onnx(model, params, head)
     info = metadata(model, head, fmt, forward, **extra)
   with atomic.directory(out_dir, replace=True) as tmp:
     (tmp / ARTIFACT_FILES[fmt]).write_bytes(artifact)
@@ -160,6 +159,17 @@ def export_main(fmt: str, src: str, dst: str, head: Optional[str] = None, *, ove
       if (Path(src) / name).is_file():
         shutil.copy2(Path(src) / name, tmp / name)
   return out_dir
+
+
+def _export_onnx(model, params, head: str) -> tuple[bytes, dict]:
+  import importlib.util
+  from distilbert_jax.serving import onnx_export
+  if importlib.util.find_spec("jax2onnx") is None:
+    raise ExportError("export --format onnx needs the jax2onnx and onnxruntime packages (docs/serving-export.md)")
+  forward = forward_function(model, params, head, explicit_positions=True)
+  outputs = [spec["name"] for spec in output_specs(forward, model.config, head)]
+  return onnx_export.export_onnx(forward, input_names(model.config), input_axes(head), outputs,
+                                 f"{model.config.model_type}_{head}")
 
 
 def _read_hf_config(directory: Path) -> dict:

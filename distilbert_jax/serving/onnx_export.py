@@ -1,44 +1,36 @@
 """The ONNX route of `distilbert-jax export`: the model's forward converted by jax2onnx, with
 dynamic batch and length axes, for onnxruntime and other ONNX servers.
 
-The forward is export.forward_function's with explicit position ids: jax2onnx cannot broadcast
-the model's arange over a dynamic length. ONNX has no constraint on a dynamic axis: inputs
-longer than max_length (metadata.json) are the caller's to refuse.
+export.py passes the forward (export.forward_function with explicit position ids: jax2onnx
+cannot broadcast the model's arange over a dynamic length) and checks that jax2onnx is
+installed. ONNX has no constraint on a dynamic axis: inputs longer than max_length
+(metadata.json) are the caller's to refuse.
 """
 from __future__ import annotations
 
 import logging
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from distilbert_jax.serving import export
-
 OPSET = 23
 
 
-def export_onnx(model, params, head: str) -> tuple[bytes, dict]:
-  """(the serialized ONNX model, metadata fields of the route). Inputs and outputs carry the
-  names export.input_names and export.HEAD_OUTPUTS give."""
-  try:
-    import jax2onnx
-  except ImportError as e:
-    raise export.ExportError("export --format onnx needs the jax2onnx and onnxruntime packages "
-                             "(pip install jax2onnx onnxruntime)") from e
-  config = model.config
-  forward = export.forward_function(model, params, head, explicit_positions=True)
-  outputs = [spec["name"] for spec in export.output_specs(forward, config, head)]
-  names = export.input_names(config)
-  shape = export.input_axes(head)  # named dynamic axes
-  as_tuple = lambda *inputs: tuple(forward(*inputs)[name] for name in outputs)
+def export_onnx(forward: Callable, input_names: Sequence[str], input_axes: Sequence[str],
+                output_names: Sequence[str], model_name: str) -> tuple[bytes, dict]:
+  """(the serialized ONNX model, metadata fields of the route) of forward(*inputs) -> {name:
+  array}: int32 inputs of shape input_axes (dynamic, named), outputs in output_names' order."""
+  import jax2onnx
+  as_tuple = lambda *inputs: tuple(forward(*inputs)[name] for name in output_names)
   # onnx_ir warns once per shape-less constant it writes; the model is complete without them.
   serde_log = logging.getLogger("onnx_ir.serde")
   level = serde_log.level
   serde_log.setLevel(logging.ERROR)
   try:
-    proto = jax2onnx.to_onnx(as_tuple, [jax.ShapeDtypeStruct(shape, jnp.int32)] * len(names),
-                             model_name=f"{config.model_type}_{head}", opset=OPSET,
-                             input_names=list(names), output_names=outputs)
+    proto = jax2onnx.to_onnx(as_tuple, [jax.ShapeDtypeStruct(tuple(input_axes), jnp.int32)] * len(input_names),
+                             model_name=model_name, opset=OPSET, input_names=list(input_names),
+                             output_names=list(output_names))
   finally:
     serde_log.setLevel(level)
   _share_equal_initializers(proto)
