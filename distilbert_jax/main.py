@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("src", help="The directory to read.")
   p.add_argument("dst", help="The directory to write.")
 
+  p = commands.add_parser("export", help="Export a model for serving: StableHLO (jax.export) or ONNX.",
+                          description="Writes OUT atomically: model.stablehlo or model.onnx (the head's forward, "
+                          "parameters baked in, symbolic batch and length), metadata.json and the tokenizer files.")
+  p.add_argument("--format", required=True, metavar="{stablehlo,onnx}", help="The artifact to write.")
+  p.add_argument("--head", help="The model head (default: from config.json's architectures).")
+  p.add_argument("--platforms", default="cpu,cuda,tpu", help="stablehlo: the platforms to lower for, comma-separated.")
+  p.add_argument("--overwrite", action="store_true", help="Replace a non-empty output directory.")
+  p.add_argument("model_dir", metavar="MODEL_DIR", help="A Hugging Face or distilbert_jax model directory.")
+  p.add_argument("out", metavar="OUT", help="The directory to write.")
+
   p = commands.add_parser("token-counts", help="Count token ids of a config's corpus (for MLM smoothing).",
                           description="Tokenises the config's data exactly as `distill` does and writes the "
                           "count of every token id as .npy (the input of config.mask.token_counts).",
@@ -190,6 +200,11 @@ def main(argv) -> int:
   elif args.command == "convert":
     from distilbert_jax import convert
     convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)
+  elif args.command == "export":
+    from distilbert_jax.serving import export
+    out = export.export_main(args.format, args.model_dir, args.out, head=args.head, overwrite=args.overwrite,
+                             platforms=args.platforms.split(","))
+    print(f"{args.format} export written to {out}")
   elif args.command == "token-counts":
     from distilbert_jax.jobs import distill
     from distilbert_jax.data import token_cache
