@@ -98,7 +98,11 @@ class InputRows:
     self.name = "<stdin>" if path == STDIN else path
     self.candidates = [tuple(text_columns)] if text_columns else [tuple(c) for c in candidates]
     self.text_fields = tuple(text_fields) if text_fields else None
-    self.columns: Optional[tuple[str, ...]] = None  # a table's chosen text columns
+    # A table's text columns: chosen from its header (JSON lines: the first object) unless there
+    # is no choice, so that a JSON line without them is a bad row, not a bad file.
+    self.columns: Optional[tuple[str, ...]] = None
+    if self.format == "jsonl" and len(self.candidates) == 1:
+      self.columns = self.candidates[0]
     if path == STDIN:
       self._file = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
     else:

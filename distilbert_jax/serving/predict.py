@@ -24,7 +24,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
