@@ -71,6 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--regression", action="store_true", help="custom: the labels are numbers.")
   p.add_argument("--out", help="Directory for eval_results.json and the predictions.")
 
+  p = commands.add_parser("predict", help="Labels, scores or answer spans of a fine-tuned model for each input row.",
+                          description="Reads .tsv, .csv, .jsonl or .txt (or - for stdin) and writes one JSON line "
+                          "per row, in input order; a bad row is reported and written as an error record.")
+  p.add_argument("--model", required=True, help="A fine-tuned classification or question answering model directory.")
+  p.add_argument("--input", required=True, help="FILE.tsv|.csv|.jsonl|.json|.txt, or - (text lines on stdin).")
+  p.add_argument("--out", help="The JSON lines file to write (default: stdout).")
+  p.add_argument("--batch-size", type=int, default=32, help="Rows per batch.")
+  p.add_argument("--max-length", type=int, help=f"Tokens per row (default {defaults.MAX_LENGTH}, question "
+                 f"answering {defaults.SQUAD_MAX_LENGTH}; at most the model's positions).")
+  p.add_argument("--text-columns", help="A table's comma-separated text column(s) (default: found by name).")
+
+  p = commands.add_parser("embed", help="Sentence embeddings of each input row.",
+                          description="Reads the inputs predict reads (one text per row) and writes the "
+                          "embeddings as .npy (float32 [rows, hidden]) or JSON lines, in input order.")
+  p.add_argument("--model", required=True, help="A Hugging Face or Flax model directory.")
+  p.add_argument("--input", required=True, help="FILE.tsv|.csv|.jsonl|.json|.txt, or - (text lines on stdin).")
+  p.add_argument("--out", help="FILE.npy or FILE.jsonl (default: JSON lines on stdout).")
+  p.add_argument("--batch-size", type=int, default=64, help="Sentences per batch.")
+  p.add_argument("--max-length", type=int, default=128, help="Tokens per sentence (longer ones are cut).")
+  p.add_argument("--text-columns", help="A table's text column (default: text or sentence).")
+
   p = commands.add_parser("convert", help="Convert weights between Hugging Face (PyTorch) and Flax directories.",
                           description="Converts a model directory; the output is written atomically.")
   p.add_argument("--to", required=True, choices=["flax", "pytorch"], help="The format to write.")
@@ -197,6 +218,14 @@ def main(argv) -> int:
                                    batch_size=args.batch_size, out_dir=args.out,
                                    text_columns=args.text_columns.split(","), label_column=args.label_column,
                                    regression=args.regression)
+  elif args.command == "predict":
+    from distilbert_jax.serving import predict
+    predict.predict_main(args.model, args.input, args.out, batch_size=args.batch_size, max_length=args.max_length,
+                         text_columns=args.text_columns.split(",") if args.text_columns else None)
+  elif args.command == "embed":
+    from distilbert_jax.serving import embed
+    embed.embed_main(args.model, args.input, args.out, batch_size=args.batch_size, max_length=args.max_length,
+                     text_columns=args.text_columns.split(",") if args.text_columns else None)
   elif args.command == "convert":
     from distilbert_jax import convert
     convert.convert_main(args.to, args.src, args.dst, head=args.head, overwrite=args.overwrite)

@@ -257,6 +257,27 @@ def postprocess(examples: Sequence[Example], features: Features, start_logits, e
   when the best null score ([CLS] start + end, the lowest over the features) beats the best
   span by more than `null_score_diff_threshold`. Returns {question id: text} ("" if no span).
   """
+  best, null = best_spans(features, start_logits, end_logits, n_best_size, max_answer_length)
+  predictions = {}
+  for e, example in enumerate(examples):
+    if e not in null:
+      continue  # no feature (left out of training features)
+    if e not in best:
+      predictions[example.id] = ""
+      continue
+    score, start_char, end_char = best[e]
+    if version_2 and null[e] - score > null_score_diff_threshold:
+      predictions[example.id] = ""
+    else:
+      predictions[example.id] = example.context[start_char:end_char]
+  return predictions
+
+
+def best_spans(features: Features, start_logits, end_logits, n_best_size: int = 20,
+               max_answer_length: int = 30) -> tuple[dict, dict]:
+  """The n-best span search of `postprocess`, in character offsets: ({example index: (score,
+  start char, end char)} of the best span over each example's features, {example index: its
+  lowest null score}). An example with features but no valid span is only in the second."""
   start_logits, end_logits = np.asarray(start_logits, np.float32), np.asarray(end_logits, np.float32)
   if start_logits.shape != end_logits.shape or start_logits.shape[0] != len(features):
     raise ValueError(f"logits {start_logits.shape} and {end_logits.shape} for {len(features)} features")
@@ -279,19 +300,7 @@ def postprocess(examples: Sequence[Example], features: Features, start_logits, e
     k = int(np.argmax(scores))
     if e not in best or scores[k] > best[e][0]:
       best[e] = (float(scores[k]), int(offsets[s[k], 0]), int(offsets[t[k], 1]))
-  predictions = {}
-  for e, example in enumerate(examples):
-    if e not in null:
-      continue  # no feature (left out of training features)
-    if e not in best:
-      predictions[example.id] = ""
-      continue
-    score, start_char, end_char = best[e]
-    if version_2 and null[e] - score > null_score_diff_threshold:
-      predictions[example.id] = ""
-    else:
-      predictions[example.id] = example.context[start_char:end_char]
-  return predictions
+  return best, null
 
 
 # ---------------------------------------------------------------------------------------------
