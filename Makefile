@@ -12,7 +12,9 @@ $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[torch,test,tpu]"
+	$(BIN)/pip install -q -e ".[torch,test,tpu,onnx]"
+	# jax2onnx pins orbax-checkpoint<0.11.37, which it never imports: installed without its pins.
+	$(BIN)/pip install -q --no-deps jax2onnx==0.17.1
 	# The CUDA plugin (the cuda extra) apart from the environment, where only the GPU compile
 	# test loads it: installed in it, it would log a line on every jax import of this machine.
 	$(BIN)/pip install -q --no-deps --target $(CUDA_PLUGIN_DIR) jax-cuda12-pjrt==0.10.2

@@ -29,7 +29,10 @@ setuptools.setup(
     extras_require={
         # A CPU build of torch: the PyTorch side of conversion and of the parity tests.
         "torch": ["torch>=2.4"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn", "pyflakes>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn", "pyflakes>=3", "sentence-transformers>=6.2"],
+        # `distilbert-jax export --format onnx`: onnxruntime and jax2onnx's own requirements; jax2onnx
+        # itself is installed with --no-deps (make setup does), as it pins an older orbax-checkpoint.
+        "onnx": ["onnx>=1.20", "onnx-ir>=1.1", "onnxruntime>=1.20", "equinox", "dm-pix", "einops"],
         # `distilbert-jax compile` for Cloud TPU targets on any machine: libtpu describes the
         # slices and compiles for them (jax's own extra pins the libtpu of its release).
         "tpu": ["jax[tpu]"],

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--input", required=True, help="FILE.tsv|.csv|.jsonl|.json|.txt, or - (text lines on stdin).")
   p.add_argument("--out", help="FILE.npy or FILE.jsonl (default: JSON lines on stdout).")
   p.add_argument("--batch-size", type=int, default=64, help="Sentences per batch.")
-  p.add_argument("--max-length", type=int, default=128, help="Tokens per sentence (longer ones are cut).")
+  p.add_argument("--max-length", type=int, help="Tokens per sentence, longer ones cut (default: the model's "
+                 "sentence-transformers max_seq_length, else 128).")
   p.add_argument("--text-columns", help="A table's text column (default: text or sentence).")
 
   p = commands.add_parser("convert", help="Convert weights between Hugging Face (PyTorch) and Flax directories.",

@@ -47,6 +47,6 @@ def test_unknown_output_type_is_an_error_before_the_model_loads(tmp_path):
   path.write_text("One.\n")
   with pytest.raises(errors.ConfigError, match="unknown output type '.csv'"):
     embed.embed_main(str(tmp_path / "no-model"), str(path), str(tmp_path / "out.csv"))
-  with pytest.raises(errors.ConfigError, match="no such model directory"):
+  with pytest.raises(errors.Error, match="no-model: no such directory"):
     embed.embed_main(str(tmp_path / "no-model"), str(path), str(tmp_path / "out.npy"))
   assert not Path(tmp_path / "out.npy").exists()

@@ -221,7 +221,7 @@ def test_stdin_input_and_one_line_errors_through_the_command_line(classifier, tm
 
   (tmp_path / "texts.xlsx").write_text("x")
   for args, message in [(("--model", classifier, "--input", str(tmp_path / "texts.xlsx")), "unknown input type"),
-                        (("--model", str(tmp_path / "nothing"), "--input", "-"), "no such model directory")]:
+                        (("--model", str(tmp_path / "nothing"), "--input", "-"), "nothing: no such directory")]:
     result = cli("predict", *args, "--out", str(tmp_path / "out.jsonl"), stdin="")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distilbert_jax import atomic, errors
+from distilbert_jax import atomic, convert, errors
 from distilbert_jax.serving import inputs
 from distilbert_jax.serving.predict import CHUNK_ROWS, JsonLinesOut, run_rows
 from distilbert_jax.tasks import embeddings
@@ -48,7 +48,7 @@ class NpyRows:
 
 
 def embed_main(model_dir: str, input_path: str, out: Optional[str] = None, *, batch_size: int = 64,
-               max_length: int = 128, text_columns: Optional[Sequence[str]] = None) -> tuple[int, int]:
+               max_length: Optional[int] = None, text_columns: Optional[Sequence[str]] = None) -> tuple[int, int]:
   """`distilbert-jax embed`. Returns (rows embedded, rows skipped)."""
   inputs.check_input(input_path)
   suffix = Path(out).suffix.lower() if out else ".jsonl"
@@ -58,8 +58,7 @@ def embed_main(model_dir: str, input_path: str, out: Optional[str] = None, *, ba
     raise errors.ConfigError(f"{out}: --out would overwrite the input")
   if batch_size < 1:
     raise errors.ConfigError(f"--batch-size {batch_size}: must be at least 1")
-  if not Path(model_dir).is_dir():
-    raise errors.ConfigError(f"{model_dir}: no such model directory")
+  model_dir = convert.hub.resolve(model_dir)  # a directory, or a Hub repo id
   encoder = embeddings.Encoder(model_dir, max_length=max_length)
 
   def embed(texts):

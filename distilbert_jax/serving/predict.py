@@ -46,8 +46,6 @@ HEADS = ("sequence_classification", "question_answering")
 def read_head(model_dir: str) -> tuple[str, bool]:
   """(the head of a model directory, whether it is a regression head) from its config.json."""
   config_file = Path(model_dir) / "config.json"
-  if not Path(model_dir).is_dir():
-    raise errors.ConfigError(f"{model_dir}: no such model directory")
   try:
     hf_config = json.loads(config_file.read_text())
   except (OSError, ValueError) as e:
@@ -66,6 +64,7 @@ class Predictor:
 
   def __init__(self, model_dir: str, *, batch_size: int = 32, max_length: Optional[int] = None):
     import transformers
+    model_dir = convert.hub.resolve(model_dir)  # a directory, or a Hub repo id
     self.head, self.regression = read_head(model_dir)
     self.spans = self.head == "question_answering"
     positions = convert.read_model_config(model_dir).max_position_embeddings

@@ -62,6 +62,7 @@ class Encoder:
     128; at most the model's positions). dtype: the compute dtype ("auto": bfloat16 where the
     device computes it natively)."""
     import tokenizers
+    model_dir = convert.hub.resolve(model_dir)  # a directory, or a Hub repo id
     self.model_dir = model_dir
     self.pooling = convert.read_sentence_pooling(model_dir)
     self.model, self.params = convert.load_pretrained(model_dir, head="base", dtype=models.resolve_dtype(dtype))
