@@ -28,11 +28,11 @@ distill: $(BIN)/.installed
 	$(BIN)/distilbert-jax distill --config configs/minilm_l3.py --workdir runs/minilm_l3
 
 test: $(BIN)/.installed
-	CUDA_PLUGIN_DIR=$(CUDA_PLUGIN_DIR) $(BIN)/python -m pytest -n 2 -q tests
+	CUDA_PLUGIN_DIR=$(CUDA_PLUGIN_DIR) $(BIN)/python -m pytest -n 2 --dist worksteal -q tests
 
 # The quick loop: everything but the end-to-end runs marked slow.
 test-fast: $(BIN)/.installed
-	$(BIN)/python -m pytest -n 2 -q -m "not slow" tests
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q -m "not slow" tests
 
 # The default benchmark run (BENCHMARKS.md): about 10 minutes on 2 CPU cores; writes BENCH.json.
 bench: $(BIN)/.installed

@@ -1,0 +1,1 @@
+"""Cloud TPU and GPU targets: chips, ahead-of-time compiles and their report, HLO statistics, FLOPs."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from distilbert_jax import configuration, errors, train
+from distilbert_jax import atomic, configuration, errors, train
 
 JOBS = ("distill", "finetune")
 
@@ -44,5 +44,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Only now, with the data read and checked: bad input leaves nothing behind.
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    atomic.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
   return train.run(job, config, workdir, mesh)
