@@ -35,6 +35,17 @@ def _add_config_args(parser, workdir_help: str):
   parser.add_argument("--workdir", required=True, help=workdir_help)
 
 
+def _add_rows_args(parser, *, model: str, out: str, batch_size: int, batch: str, max_length: str,
+                   text_columns: str):
+  """The flags of the commands that read rows of text (predict, embed); the help texts differ."""
+  parser.add_argument("--model", required=True, help=model + " Or a Hugging Face Hub repo id.")
+  parser.add_argument("--input", required=True, help="FILE.tsv|.csv|.jsonl|.json|.txt, or - (text lines on stdin).")
+  parser.add_argument("--out", help=out)
+  parser.add_argument("--batch-size", type=int, default=batch_size, help=batch)
+  parser.add_argument("--max-length", type=int, help=max_length)
+  parser.add_argument("--text-columns", help=text_columns)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="distilbert-jax", description="Distil, pretrain, fine-tune, evaluate and convert BERT-family "
@@ -74,24 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
   p = commands.add_parser("predict", help="Labels, scores or answer spans of a fine-tuned model for each input row.",
                           description="Reads .tsv, .csv, .jsonl or .txt (or - for stdin) and writes one JSON line "
                           "per row, in input order; a bad row is reported and written as an error record.")
-  p.add_argument("--model", required=True, help="A fine-tuned classification or question answering model directory.")
-  p.add_argument("--input", required=True, help="FILE.tsv|.csv|.jsonl|.json|.txt, or - (text lines on stdin).")
-  p.add_argument("--out", help="The JSON lines file to write (default: stdout).")
-  p.add_argument("--batch-size", type=int, default=32, help="Rows per batch.")
-  p.add_argument("--max-length", type=int, help=f"Tokens per row (default {defaults.MAX_LENGTH}, question "
-                 f"answering {defaults.SQUAD_MAX_LENGTH}; at most the model's positions).")
-  p.add_argument("--text-columns", help="A table's comma-separated text column(s) (default: found by name).")
+  _add_rows_args(p, model="A fine-tuned classification or question answering model directory.",
+                 out="The JSON lines file to write (default: stdout).", batch_size=32, batch="Rows per batch.",
+                 max_length=f"Tokens per row (default {defaults.MAX_LENGTH}, question answering "
+                 f"{defaults.SQUAD_MAX_LENGTH}; at most the model's positions).",
+                 text_columns="A table's comma-separated text column(s) (default: found by name).")
 
   p = commands.add_parser("embed", help="Sentence embeddings of each input row.",
                           description="Reads the inputs predict reads (one text per row) and writes the "
                           "embeddings as .npy (float32 [rows, hidden]) or JSON lines, in input order.")
-  p.add_argument("--model", required=True, help="A Hugging Face or Flax model directory.")
-  p.add_argument("--input", required=True, help="FILE.tsv|.csv|.jsonl|.json|.txt, or - (text lines on stdin).")
-  p.add_argument("--out", help="FILE.npy or FILE.jsonl (default: JSON lines on stdout).")
-  p.add_argument("--batch-size", type=int, default=64, help="Sentences per batch.")
-  p.add_argument("--max-length", type=int, help="Tokens per sentence, longer ones cut (default: the model's "
-                 "sentence-transformers max_seq_length, else 128).")
-  p.add_argument("--text-columns", help="A table's text column (default: text or sentence).")
+  _add_rows_args(p, model="A Hugging Face or Flax model directory.",
+                 out="FILE.npy or FILE.jsonl (default: JSON lines on stdout).", batch_size=64,
+                 batch="Sentences per batch.", max_length="Tokens per sentence, longer ones cut (default: the "
+                 "model's sentence-transformers max_seq_length, else 128).",
+                 text_columns="A table's text column (default: text or sentence).")
 
   p = commands.add_parser("convert", help="Convert weights between Hugging Face (PyTorch) and Flax directories.",
                           description="Converts a model directory; the output is written atomically.")
