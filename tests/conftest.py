@@ -2,8 +2,11 @@
 
 8 fake CPU devices for the multi-device tests (set before jax is imported); no network.
 """
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -11,6 +14,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Hugging Face libraries must never reach for the network in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One XLA compilation cache for this session's processes (the xdist workers and the command-line
+# runs the tests start inherit it): the tiny jobs' steps compile once, not once per run. Fresh
+# per session, so no test depends on an earlier session.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="distilbert-jax-tests-xla-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 import pytest  # pylint: disable=wrong-import-position
 
