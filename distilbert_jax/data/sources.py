@@ -25,7 +25,7 @@ import gzip
 import itertools
 import json
 import os
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -155,12 +155,7 @@ class Source:
       yield from (row[c] for c in columns if row[c].strip())
 
   def _tfds_source(self):
-    import tensorflow_datasets as tfds  # Imported only when a tfds: source is used.
-    try:
-      return tfds.data_source(self.tfds_name, split=self.tfds_split, try_gcs=False)
-    except Exception as e:  # TFDS raises many kinds; the first line of each is the message.
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise InputPipelineError(f"{self.spec}: cannot open TFDS dataset: {first_line}") from None
+    return open_tfds(self.tfds_name, self.tfds_split, InputPipelineError, where=self.spec)
 
   def _tfds_texts(self, counts):
     data_source = self._tfds_source()
@@ -203,3 +198,15 @@ def check_sources(sources: Sequence[str]) -> None:
     raise InputPipelineError("no data sources given (config.data.sources is empty)")
   for spec in sources:
     Source(spec)
+
+
+def open_tfds(name: str, split: str, error: type, data_dir: Optional[str] = None, where: Optional[str] = None):
+  """`tfds.data_source(name, split=split)` (array_record, no TensorFlow needed; the dataset must be
+  prepared). A dataset that cannot be opened raises `error`, one line naming `where` (default
+  NAME:SPLIT)."""
+  import tensorflow_datasets as tfds  # Imported only when a TFDS dataset is read.
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, try_gcs=False)
+  except Exception as e:  # TFDS raises many kinds; the first line of each is the message.
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise error(f"{where or f'{name}:{split}'}: cannot open TFDS dataset: {first_line}") from None

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 from absl import logging
 import numpy as np
 
+from distilbert_jax.data.sources import open_tfds
 from distilbert_jax.tasks.glue_tasks import Examples, Task, TaskDataError, get_task, normalise_name
 
 
@@ -173,12 +174,7 @@ def read_tfds(task: Union[str, Task], split: str, data_dir: Optional[str] = None
   if split not in task.splits:
     raise TaskDataError(f"task {task.name}: unknown split {split!r}; its splits: {', '.join(task.splits)}")
   name, tfds_split = f"glue/{task.name}", split.replace("dev", "validation")
-  import tensorflow_datasets as tfds  # Only this reader needs it.
-  try:
-    source = tfds.data_source(name, split=tfds_split, data_dir=data_dir, try_gcs=False)
-  except Exception as e:  # TFDS raises many kinds; the first line of each is the message.
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise TaskDataError(f"{name}:{tfds_split}: cannot open TFDS dataset: {first_line}") from None
+  source = open_tfds(name, tfds_split, TaskDataError, data_dir=data_dir)
   where = f"{name}:{tfds_split}"
   if len(source) == 0:
     raise TaskDataError(f"{where}: empty split, no examples")

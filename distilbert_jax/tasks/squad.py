@@ -42,6 +42,7 @@ from absl import logging
 import numpy as np
 
 from distilbert_jax import atomic, errors
+from distilbert_jax.data.sources import open_tfds
 
 
 class SquadDataError(errors.Error, ValueError):
@@ -109,12 +110,7 @@ def read_tfds(split: str, version: str = "v1.1", data_dir: Optional[str] = None)
   """TFDS `squad/<version>` ("v1.1" or "v2.0") through `tfds.data_source` (array_record, no
   TensorFlow); `split` "train" or "dev" (TFDS's "validation"). The dataset must be prepared."""
   name, tfds_split = f"squad/{version}", split.replace("dev", "validation")
-  import tensorflow_datasets as tfds  # Only this reader needs it.
-  try:
-    source = tfds.data_source(name, split=tfds_split, data_dir=data_dir, try_gcs=False)
-  except Exception as e:  # TFDS raises many kinds; the first line of each is the message.
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise SquadDataError(f"{name}:{tfds_split}: cannot open TFDS dataset: {first_line}") from None
+  source = open_tfds(name, tfds_split, SquadDataError, data_dir=data_dir)
   examples = []
   for index in range(len(source)):
     record = source[index]
