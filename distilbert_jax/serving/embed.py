@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from distilbert_jax import atomic, convert, errors
+from distilbert_jax import atomic, errors
 from distilbert_jax.serving import inputs
 from distilbert_jax.serving.predict import CHUNK_ROWS, JsonLinesOut, run_rows
 from distilbert_jax.tasks import embeddings
@@ -58,7 +58,6 @@ def embed_main(model_dir: str, input_path: str, out: Optional[str] = None, *, ba
     raise errors.ConfigError(f"{out}: --out would overwrite the input")
   if batch_size < 1:
     raise errors.ConfigError(f"--batch-size {batch_size}: must be at least 1")
-  model_dir = convert.hub.resolve(model_dir)  # a directory, or a Hub repo id
   encoder = embeddings.Encoder(model_dir, max_length=max_length)
 
   def embed(texts):
