@@ -25,11 +25,16 @@ setuptools.setup(
         "tqdm",
         "tensorboardX",
         "matplotlib",
+        # gs:// work directories, models and data: etils.epath over fsspec's gcsfs (orbax writes
+        # its checkpoints there through tensorstore); google-cloud-storage comes with gcsfs.
+        "etils[epath]",
+        "gcsfs>=2025.1",
     ],
     extras_require={
         # A CPU build of torch: the PyTorch side of conversion and of the parity tests.
         "torch": ["torch>=2.4"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn", "pyflakes>=3", "sentence-transformers>=6.2"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "scikit-learn", "pyflakes>=3", "sentence-transformers>=6.2",
+                 "gcp-storage-emulator>=2024.8"],  # Cloud Storage on 127.0.0.1 for the gs:// tests
         # `distilbert-jax export --format onnx`: onnxruntime and jax2onnx's own requirements; jax2onnx
         # itself is installed with --no-deps (make setup does), as it pins an older orbax-checkpoint.
         "onnx": ["onnx>=1.20", "onnx-ir>=1.1", "onnxruntime>=1.20", "equinox", "dm-pix", "einops"],

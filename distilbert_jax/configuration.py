@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from distilbert_jax import errors
+from distilbert_jax import errors, storage
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
@@ -54,6 +54,9 @@ SOURCES_FIELD = "data.sources"
 NOT_A_PATH = ("", "embedded")
 # The path fields that may name a Hugging Face Hub repo id (`org/name`, `org/name@revision`).
 MODEL_FIELDS = ("model.path", "teacher.path", "data.tokenizer_dir")
+# The path fields kept as object-store URIs (gs://): an output, and TFDS, which reads buckets
+# itself. Remote files and directories in the other fields are read from local copies.
+REMOTE_AS_IS = ("data.cache_dir", "data.tfds_data_dir")
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -61,7 +64,8 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   directory: resolved once, where the config enters, so that nothing later depends on the
   working directory (orbax, for one, refuses relative checkpoint paths). A Hub repo id in a
   MODEL_FIELDS field becomes its snapshot directory (downloaded unless cached; a bad id is a
-  ConfigError), so that the rest of the code sees local directories only."""
+  ConfigError), and a gs:// input its local copy (storage.local_copy), so that the rest of the
+  code sees local directories only."""
   from distilbert_jax.convert import hub
   from distilbert_jax.data import token_cache
   config = copy.deepcopy(config)
@@ -78,7 +82,10 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     node, key = field(name)
     if node is None or not isinstance(node[key], str) or node[key] in NOT_A_PATH:
       continue
-    if name in MODEL_FIELDS and hub.is_repo_id(node[key]):
+    if storage.is_remote(node[key]):
+      if name not in REMOTE_AS_IS:
+        node[key] = storage.local_copy(node[key])
+    elif name in MODEL_FIELDS and hub.is_repo_id(node[key]):
       try:
         node[key] = hub.resolve(node[key])
       except hub.HubError as e:

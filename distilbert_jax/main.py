@@ -22,7 +22,7 @@ from pathlib import Path
 from absl import flags as absl_flags
 from absl import logging
 
-from distilbert_jax import configuration, errors
+from distilbert_jax import configuration, errors, storage
 from distilbert_jax.tasks import defaults
 
 OVERRIDES_HELP = ("Any field of the config may follow as --config.SECTION.FIELD=VALUE "
@@ -172,8 +172,14 @@ def _config(args, overrides):
   return configuration.resolve_paths(config)
 
 
-def _workdir(path: str) -> Path:
-  """--workdir made absolute and checked; the run creates it once its data has been read."""
+def _workdir(path: str):
+  """--workdir made absolute and checked; the run creates it once its data has been read. A
+  gs:// work directory is checked by writing (and deleting) a probe object there, so that an
+  unreachable bucket, missing credentials or a permission error stop the run before any model
+  is loaded."""
+  if storage.is_remote(path):
+    storage.check_writable(path)
+    return storage.path(path)
   workdir = Path(path).expanduser().absolute()
   if workdir.exists() and not workdir.is_dir():
     raise errors.ConfigError(f"{path}: --workdir exists and is not a directory")
@@ -205,6 +211,7 @@ def main(argv) -> int:
   if args.command == "distill":
     from distilbert_jax import jobs
     from distilbert_jax.data import corpus
+    from distilbert_jax.jobs import distill
     from distilbert_jax.tasks import embeddings
     config = _config(args, overrides)
     workdir = _workdir(args.workdir)
@@ -212,7 +219,7 @@ def main(argv) -> int:
     if config.get("eval_heldout") and "export_dir" in result:  # the teacher/student report (PyTorch)
       heldout = config.eval_heldout
       if heldout == "embedded":
-        heldout = corpus.write_embedded_corpus(workdir / "corpus")["heldout"]
+        heldout = corpus.write_embedded_corpus(distill.embedded_corpus_dir(workdir))["heldout"]
       embeddings.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
   elif args.command == "finetune":
     from distilbert_jax import jobs

@@ -23,9 +23,57 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
+# gcsfs asks a bucket's type over gRPC before its first use; the emulator never answers, and
+# each file system would wait a minute for it. (storage.py sets this too when an emulator is
+# named; here it also covers gcsfs imported before the emulator fixture runs.)
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# Local mirrors of gs:// inputs (storage.local_copy) go to a temporary directory, not ~/.cache.
+if "DISTILBERT_JAX_CACHE" not in os.environ:
+  os.environ["DISTILBERT_JAX_CACHE"] = tempfile.mkdtemp(prefix="distilbert-jax-tests-cache-")
+  atexit.register(shutil.rmtree, os.environ["DISTILBERT_JAX_CACHE"], True)
+
 import pytest  # pylint: disable=wrong-import-position
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+  """A Cloud Storage emulator on a free port of 127.0.0.1 with one bucket: returns "gs://BUCKET".
+  STORAGE_EMULATOR_HOST is set for this process and the ones the tests start (gcsfs, orbax's
+  tensorstore and TensorBoard talk to the emulator); the emulator stops with the session."""
+  import socket
+  import subprocess
+  import sys
+  import time
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  bucket = "distilbert-jax-tests"
+  server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), str(port), bucket],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 60
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=1).close()
+      break
+    except OSError:
+      if time.time() > deadline or server.poll() is not None:
+        server.kill()
+        raise RuntimeError(f"the Cloud Storage emulator did not start on 127.0.0.1:{port}")
+      time.sleep(0.2)
+  previous = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST",)}
+  os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+  try:
+    yield f"gs://{bucket}"
+  finally:
+    for k, v in previous.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+    server.terminate()
+    server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +141,9 @@ def tiny_bert(tmp_path_factory, minilm):
 
 
 def read_metrics(workdir):
-  """metrics.jsonl of a run as a list of dicts."""
-  return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  """metrics.jsonl of a run (a local or gs:// work directory) as a list of dicts."""
+  from distilbert_jax import storage
+  return [json.loads(line) for line in (storage.path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(name="read_metrics")

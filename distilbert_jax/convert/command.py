@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+from distilbert_jax import storage
 from distilbert_jax.convert import hub
 from distilbert_jax.convert.directories import _check_output, _read_config
 from distilbert_jax.convert.flax_format import FLAX_HEAD_KEY, save_flax
@@ -21,7 +22,7 @@ def convert_main(to: str, src: str, dst: str, head: Optional[str] = None, *, ove
   architectures, or our distilbert_jax_head."""
   if to not in ("flax", "pytorch"):
     raise ConversionError(f"convert: --to must be 'flax' or 'pytorch', got {to!r}")
-  _check_output(Path(dst), overwrite, "add --overwrite to replace it")  # before any download
+  _check_output(storage.path(dst), overwrite, "add --overwrite to replace it")  # before any download
   src = hub.resolve(src)
   hf_config, _ = _read_config(Path(src))
   is_flax = FLAX_HEAD_KEY in hf_config

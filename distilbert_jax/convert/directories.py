@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from distilbert_jax import atomic, models
+from distilbert_jax import atomic, models, storage
 from distilbert_jax.convert import hub
 from distilbert_jax.convert.hub import TOKENIZER_FILES
 from distilbert_jax.convert.names import ConversionError, architecture_name
@@ -63,7 +63,7 @@ def _atomic_directory(out_dir, overwrite: bool):
   """Yields a temporary sibling of out_dir to fill; renames it into place only on success. An
   existing empty directory is filled (replaced by the full one), as transformers' save_pretrained
   does; anything else already there needs overwrite=True."""
-  out_dir = Path(out_dir).expanduser().absolute()
+  out_dir = storage.path(out_dir)  # gs:// too: atomic.directory publishes it there
   _check_output(out_dir, overwrite, "pass overwrite=True to replace it")
   with atomic.directory(out_dir, replace=True) as tmp:
     yield tmp

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 
+from distilbert_jax import storage
 from distilbert_jax.convert.names import ConversionError
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,13 @@ def is_repo_id(name) -> bool:
 
 def resolve(name_or_path) -> str:
   """A local model directory for `name_or_path`: an existing directory as is (with ~ expanded),
-  a repo id (optionally ID@REVISION) as its snapshot directory, downloaded unless cached.
+  a repo id (optionally ID@REVISION) as its snapshot directory, downloaded unless cached, an
+  object-store URI (gs://) as its local copy (storage.local_copy).
   Raises HubError, one line: no such directory, repo or revision not found, offline and not in
   the cache, no network."""
   name = os.fspath(name_or_path)
+  if storage.is_remote(name):  # gs://...: a local mirror, as for a Hub snapshot
+    return storage.local_copy(name)
   if not is_repo_id(name):
     path = os.path.expanduser(name)
     if not os.path.isdir(path):

@@ -29,6 +29,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from distilbert_jax import storage
 from distilbert_jax.data import InputPipelineError
 
 SPEC_FORMS = "a text file, text:GLOB, jsonl:GLOB:FIELD, tsv:PATH:COL1,COL2 or tfds:NAME:SPLIT:FIELD"
@@ -62,7 +63,8 @@ def absolute_source(spec: str) -> str:
     return spec
   if kind == "tfds":
     return spec
-  path = os.path.abspath(os.path.expanduser(parts[0]))
+  # A file on object storage is read from a local copy (the readers below take local files).
+  path = storage.local_copy(parts[0]) if storage.is_remote(parts[0]) else os.path.abspath(os.path.expanduser(parts[0]))
   return ":".join([kind, path, *parts[1:]]) if spec.startswith(f"{kind}:") else path
 
 

@@ -25,7 +25,9 @@ temporary directory that is renamed into place only when complete, so a killed b
 leaves a usable half cache (its `.KEY.tmp-*` directory may be deleted by hand). Several
 processes on a shared filesystem: call `build_token_cache` on process 0 first, then a barrier,
 then on the others, which only read; two concurrent builders are safe too (the second rename
-loses and is dropped).
+loses and is dropped). A `cache_dir` on object storage (gs://) works the same way: the cache is
+built in a local directory, published there between storage.py's markers, and every process
+memory-maps a local copy.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from distilbert_jax import atomic
+from distilbert_jax import atomic, storage
 from distilbert_jax.data import InputPipelineError
 from distilbert_jax.data.sequence_writer import SequenceWriter, token_dtype
 from distilbert_jax.data.sources import Source, absolute_source, check_sources
@@ -91,7 +93,7 @@ class TokenCache:
 
 def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str, *,
                       max_length: int, min_length: int = 12, pack: bool = False,
-                      expected_vocab_size: int | None = None) -> TokenCache:
+                      expected_vocab_size: int | None = None, build_here: bool = True) -> TokenCache:
   """Returns the token cache for these sources and settings, building it when missing.
 
   Args:
@@ -102,6 +104,8 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
     min_length: shorter sequences are dropped (12: the original drops 11 tokens or fewer).
     pack: pack sentences into sequences of up to max_length tokens.
     expected_vocab_size: if given, the tokenizer's vocabulary size must equal it.
+    build_here: False where another process builds the cache (on object storage this one then
+      only reads it, and a cache without its completion marker is an error).
   """
   if not sources:
     raise InputPipelineError("no data sources given (config.data.sources is empty)")
@@ -119,6 +123,10 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
       "pack": pack,
   }
   key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+  if storage.is_remote(cache_dir):
+    return _remote_cache(cache_dir, key, build_here, lambda local_dir: build_token_cache(
+        sources, tokenizer_dir, local_dir, max_length=max_length, min_length=min_length, pack=pack,
+        expected_vocab_size=expected_vocab_size))
   final_path = os.path.join(cache_dir, key)
   if os.path.isfile(os.path.join(final_path, "metadata.json")):
     logging.info("Token cache %s reused.", final_path)
@@ -149,6 +157,23 @@ def build_token_cache(sources: Sequence[str], tokenizer_dir: str, cache_dir: str
   if cache.stats["undecodable_lines"] or cache.stats["malformed_lines"]:
     logging.warning("Skipped %d lines that are not UTF-8 and %d malformed lines or rows.",
                     cache.stats["undecodable_lines"], cache.stats["malformed_lines"])
+  return cache
+
+
+def _remote_cache(cache_dir: str, key: str, build_here: bool, build_local) -> TokenCache:
+  """The cache `key` under the remote `cache_dir`, memory-mapped from a local copy (a bucket
+  cannot be mapped): downloaded when published, else built locally (`build_local(local dir)`)
+  and published with storage's markers."""
+  uri = f"{cache_dir.rstrip('/')}/{key}"
+  storage.check_complete(uri)
+  if storage.is_complete_directory(uri):
+    logging.info("Token cache %s reused.", uri)
+    return TokenCache(storage.local_copy(uri))
+  if not build_here:
+    raise InputPipelineError(f"{uri}: the token cache is not there (the process that builds it failed?)")
+  cache = build_local(os.path.join(storage.cache_root(), "token_cache"))
+  storage.publish_directory(cache.path, uri, replace=False)
+  logging.info("Token cache %s published.", uri)
   return cache
 
 

@@ -11,12 +11,11 @@ trained model, and hardware/aot.py compiles the step of one.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import jax
 import ml_collections
 
-from distilbert_jax import atomic, configuration, errors, train
+from distilbert_jax import atomic, configuration, errors, storage, train
 
 JOBS = ("distill", "finetune")
 
@@ -37,12 +36,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   module = job_module(config)
   config = configuration.resolve_paths(config)
   module.check_config(config)
-  workdir = Path(workdir).expanduser().absolute()
+  workdir = storage.path(workdir)
   train.initialize_distributed(config)
   mesh = train.make_mesh(config)
   job = module.make_job(config, workdir)
   # Only now, with the data read and checked: bad input leaves nothing behind.
-  workdir.mkdir(parents=True, exist_ok=True)
+  if not storage.is_remote(workdir):  # object storage has no directories to make
+    workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     atomic.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
   return train.run(job, config, workdir, mesh)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilbert_jax import convert, errors, losses, models, train
+from distilbert_jax import convert, errors, losses, models, storage, train
 from distilbert_jax.data import corpus, input_pipeline, masking, token_cache
 from distilbert_jax.hardware import flops
 from distilbert_jax.jobs import checks
@@ -139,13 +139,21 @@ def _model_vocab_size(config) -> Optional[int]:
   return None
 
 
+def embedded_corpus_dir(workdir) -> Path:
+  """Where the generated corpus is written: WORKDIR/corpus, or with a gs:// work directory a
+  local directory (the corpus is the same on every host, and its readers take local files)."""
+  if storage.is_remote(workdir):
+    return Path(storage.cache_root()) / "embedded_corpus"
+  return Path(workdir) / "corpus"
+
+
 def resolve_data(config, workdir: Path) -> tuple[list[str], str, Optional[dict]]:
   """(source specs with "embedded" replaced by the generated standard-library corpus, tokenizer
   directory, the embedded corpus's files or None). `distill` and `token-counts` both use it."""
   sources, embedded = [], None
   for spec in config.data.sources:
     if spec == "embedded":
-      embedded = corpus.write_embedded_corpus(Path(workdir) / "corpus")
+      embedded = corpus.write_embedded_corpus(embedded_corpus_dir(workdir))
       spec = f"text:{embedded['train']}"
     sources.append(spec)
   tokenizer_dir = config.data.tokenizer_dir or config.teacher.path
@@ -155,17 +163,23 @@ def resolve_data(config, workdir: Path) -> tuple[list[str], str, Optional[dict]]
 
 
 def build_token_cache(config, workdir: Path, expected_vocab_size: Optional[int] = None):
-  """The token cache of the config's data (built once; with several processes, by process 0)."""
+  """The token cache of the config's data (built once; with several processes, by process 0,
+  while the others wait at a barrier; on object storage they then read only a cache that carries
+  its completion marker)."""
   sources, tokenizer_dir, _ = resolve_data(config, workdir)
   d = config.data
-  build = lambda: token_cache.build_token_cache(
-      sources, tokenizer_dir, d.cache_dir or str(Path(workdir) / "token_cache"), max_length=d.max_length,
-      min_length=d.min_length, pack=d.pack, expected_vocab_size=expected_vocab_size)
+  cache_dir = d.cache_dir or str(storage.path(workdir) / "token_cache")
+  build = lambda build_here=True: token_cache.build_token_cache(
+      sources, tokenizer_dir, cache_dir, max_length=d.max_length, min_length=d.min_length, pack=d.pack,
+      expected_vocab_size=expected_vocab_size, build_here=build_here)
   if jax.process_count() > 1:  # one process tokenizes; the others then reuse its cache
     from jax.experimental import multihost_utils
     if jax.process_index() == 0:
-      build()
+      cache = build()
     multihost_utils.sync_global_devices("token_cache")
+    if jax.process_index() == 0:
+      return cache
+    return build(build_here=not storage.is_remote(cache_dir))
   return build()
 
 

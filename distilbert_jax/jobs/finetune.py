@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from distilbert_jax import convert, errors, models, train
+from distilbert_jax import convert, errors, models, storage, train
 from distilbert_jax.data import input_pipeline
 from distilbert_jax.hardware import flops
 from distilbert_jax.jobs import checks
@@ -195,7 +195,7 @@ def _quiet_logger(logger):
 
 def has_checkpoints(workdir: Path) -> bool:
   """Whether a run in `workdir` resumes (orbax names each checkpoint by its step)."""
-  directory = Path(workdir) / "checkpoints"
+  directory = storage.path(workdir) / "checkpoints"
   return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
@@ -248,8 +248,8 @@ def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
     if evaluator is None:
       return {}
     metrics, predictions = evaluator.evaluate(params)
-    evaluator.write(Path(workdir), metrics, predictions)
-    evaluator.write_test_predictions(params, Path(workdir))
+    evaluator.write(storage.path(workdir), metrics, predictions)
+    evaluator.write_test_predictions(params, storage.path(workdir))
     return {f"final_eval_{k}": v for k, v in metrics.items()}
 
   job = _job(config, kind, student, params, teacher, teacher_params, iterator, num_steps)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from distilbert_jax import atomic, convert, errors, models
+from distilbert_jax import atomic, convert, errors, models, storage
 
 
 class EvaluationError(errors.Error, ValueError):
@@ -235,7 +235,7 @@ def write_report_png(path: str, metrics_jsonl: str, similarities: tuple[np.ndarr
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+  records = [json.loads(line) for line in storage.path(metrics_jsonl).read_text().splitlines() if line.strip()]
   fig, (ax_loss, ax_sim) = plt.subplots(1, 2, figsize=(12, 5))
   steps = [r["step"] for r in records]
   for key in sorted({k for r in records for k in r if k == "loss" or k.startswith("loss_")}):
@@ -273,6 +273,7 @@ def distill_report(workdir: str, export_dir: str, teacher_dir: str, heldout_file
   """The end of `make distill`: export check, teacher/student table, report.{md,json,png}."""
   sentences = [s for s in Path(heldout_file).read_text(encoding="utf-8").splitlines() if s.strip()]
   sentences = sentences[:max_sentences]
+  export_dir = storage.local_copy(export_dir)  # transformers reads it too: local files
   student, teacher = Encoder(export_dir), Encoder(teacher_dir)
   export_diff = check_export_matches_transformers(export_dir, student, sentences[:32])
   if export_diff > 1e-4:
@@ -281,7 +282,7 @@ def distill_report(workdir: str, export_dir: str, teacher_dir: str, heldout_file
   table = format_table(comparison)
   similarities = comparison.pop("_similarities")
   comparison["export_max_abs_diff_vs_transformers"] = export_diff
-  workdir = Path(workdir)
+  workdir = storage.path(workdir)
   atomic.write_text(workdir / "report.md", table + "\n")
   atomic.write_text(workdir / "report.json", json.dumps(comparison, indent=2) + "\n")
   write_report_png(str(workdir / "report.png"), str(workdir / "metrics.jsonl"), similarities)

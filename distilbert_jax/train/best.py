@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 import jax
+from absl import logging
 
-from distilbert_jax import atomic, convert, records
+from distilbert_jax import atomic, convert, records, storage
 from distilbert_jax.train.job import Job
 
 
@@ -23,9 +24,20 @@ class BestParams:
     self.dir, self.metric, self.enabled = workdir / "best", metric, enabled
     self.record_path = workdir / "best.json"
     self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else None
+    if self.record is not None and not self._complete():
+      # On object storage a run stopped while it replaced best/: the next evaluation writes anew.
+      logging.warning("%s is incomplete; the best parameters are kept again from the next evaluation", self.dir)
+      self.record = None
+
+  def _complete(self) -> bool:
+    try:
+      storage.check_complete(self.dir)
+      return True
+    except storage.StorageError:
+      return False
 
   def exists(self) -> bool:
-    return self.metric is not None and (self.dir / "config.json").exists()
+    return self.metric is not None and (self.dir / "config.json").exists() and self._complete()
 
   def update(self, step: int, metrics: dict, params, job: Job) -> None:
     if not self.metric:

@@ -2,7 +2,6 @@
 asynchronously, restored onto any mesh, with unreadable ones set aside rather than trusted."""
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,6 +10,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from distilbert_jax import storage
 from distilbert_jax.errors import TrainingError
 
 
@@ -22,8 +22,8 @@ class Checkpoints:
   than train from scratch over them."""
 
   def __init__(self, workdir: Path, keep: int):
-    self.directory = (workdir / "checkpoints").absolute()
-    self.quarantine = (workdir / "unreadable_checkpoints").absolute()
+    self.directory = storage.path(workdir) / "checkpoints"  # gs:// too: orbax writes there itself
+    self.quarantine = storage.path(workdir) / "unreadable_checkpoints"
     self.keep = keep
     self.manager = self._open()
 
@@ -80,9 +80,9 @@ class Checkpoints:
 
   def _set_aside(self, step: int) -> None:
     if jax.process_index() == 0:
-      self.quarantine.mkdir(parents=True, exist_ok=True)
-      target = self.quarantine / f"{step}.{int(time.time())}"
-      shutil.move(str(self.directory / str(step)), str(target))
+      if not storage.is_remote(self.quarantine):
+        self.quarantine.mkdir(parents=True, exist_ok=True)
+      storage.move(self.directory / str(step), self.quarantine / f"{step}.{int(time.time())}")
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")

@@ -4,6 +4,9 @@ that a checkpoint carries so that a resumed run logs what an uninterrupted one w
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distilbert_jax import records
+from distilbert_jax import atomic, records, storage
 
 
 @jax.jit
@@ -48,32 +51,51 @@ def normalise_metrics(window) -> dict:
 
 
 class MetricsWriter:
-  """metrics.jsonl + TensorBoard, written by process 0 only."""
+  """metrics.jsonl + TensorBoard, written by process 0 only. metrics.jsonl is rewritten whole
+  (atomically) at each write rather than appended to: object storage cannot append, and a
+  reader never sees half a line."""
 
   def __init__(self, workdir: Path, start_step: int, enabled: bool):
     self.enabled = enabled
     if not enabled:
       return
     self.path = workdir / "metrics.jsonl"
+    self.lines = []
     if self.path.exists():  # after a resume, forget what the interrupted run logged past it
-      kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= start_step]
-      self.path.write_text("".join(line + "\n" for line in kept))
+      self.lines = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= start_step]
+      atomic.write_text(self.path, "".join(line + "\n" for line in self.lines))
     from tensorboardX import SummaryWriter
-    self.tb = SummaryWriter(str(workdir / "tensorboard"))
+    self.tb_dir, self.tb_local = workdir / "tensorboard", None
+    if storage.is_remote(workdir):
+      # Events are written locally and each flush uploads the file whole: tensorboardX's own gs://
+      # writer uploads again from an exit hook, which blocks for minutes once the bucket is gone.
+      self.tb_local = tempfile.mkdtemp(prefix="distilbert-jax-tensorboard-")
+    self.tb = SummaryWriter(self.tb_local or str(self.tb_dir))
 
   def write(self, step: int, metrics: dict):
     if not self.enabled:
       return
-    with self.path.open("a") as f:
-      f.write(records.strict_json({"step": step, **metrics}, indent=None) + "\n")
+    self.lines.append(records.strict_json({"step": step, **metrics}, indent=None))
+    atomic.write_text(self.path, "".join(line + "\n" for line in self.lines))
     for k, v in metrics.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(k, v, step)
     self.tb.flush()
+    self._upload_events()
+
+  def _upload_events(self):
+    if self.tb_local:
+      for name in os.listdir(self.tb_local):
+        storage.upload_file(os.path.join(self.tb_local, name), self.tb_dir / name)
 
   def close(self):
-    if self.enabled:
+    if self.enabled and self.tb is not None:
       self.tb.close()
+      self._upload_events()
+      if self.tb_local:
+        shutil.rmtree(self.tb_local, ignore_errors=True)
+      self.tb = None
 
 
 def progress_bar(total: int, initial: int, enabled: bool):

@@ -1,0 +1,228 @@
+"""gs:// work directories, models and data against a Cloud Storage emulator on 127.0.0.1 (the
+`gcs_bucket` fixture): atomic outputs and the completion markers, exports that load back, runs
+that resume after kill -9, two processes sharing one checkpoint, and one-line errors for a
+bucket that cannot be used."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, read_metrics
+import test_finetune
+from distilbert_jax import atomic, convert, jobs, storage
+from test_train import LOSS_KEYS, assert_same_losses, cli_args
+
+sentiment = test_finetune.sentiment  # the fixture: its train.tsv and dev.tsv go to the bucket
+
+
+def remote_steps(workdir) -> list:
+  """The steps of the finished checkpoints in a gs:// work directory."""
+  directory = storage.path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+
+
+def assert_same_params(a, b):
+  flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  for (path, x), (_, y) in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
+
+
+def test_atomic_writes_on_gcs_appear_whole_or_not_at_all(gcs_bucket):
+  target = f"{gcs_bucket}/atomic/report.json"
+  atomic.write_text(target, "first\n")
+  with pytest.raises(RuntimeError):
+    with atomic.writing(target, "w") as f:
+      f.write("half of the second")
+      raise RuntimeError("the writer fails")
+  assert storage.path(target).read_text() == "first\n"
+  assert [p.name for p in storage.path(f"{gcs_bucket}/atomic").iterdir()] == ["report.json"]
+  with pytest.raises(RuntimeError):
+    with atomic.directory(f"{gcs_bucket}/atomic/out", replace=True) as tmp:
+      (tmp / "a.txt").write_text("a")
+      raise RuntimeError("the writer fails")
+  assert not storage.path(f"{gcs_bucket}/atomic/out").exists()
+
+
+def test_an_export_on_gcs_loads_back_equal_and_a_half_written_one_is_refused(gcs_bucket, tiny_bert, tmp_path):
+  model, params = convert.load_pretrained(tiny_bert, head="base")
+  uri = f"{gcs_bucket}/models/tiny"
+  convert.save_pretrained(model, params, uri, tokenizer_dir=tiny_bert)
+  names = {p.name for p in storage.path(uri).iterdir()}
+  assert {"config.json", "model.safetensors", "tokenizer.json", storage.COMPLETE_MARKER} <= names
+  assert storage.IN_PROGRESS_MARKER not in names
+  _, loaded = convert.load_pretrained(uri, head="base")
+  assert_same_params(params, loaded)
+  with pytest.raises(convert.ConversionError, match="not empty"):
+    convert.save_pretrained(model, params, uri)  # an existing output needs overwrite, as locally
+
+  # A writer that stopped half way: the in-progress marker stands, the completion marker is not there.
+  half = f"{gcs_bucket}/models/half"
+  fs, root = storage.filesystem(half)
+  fs.pipe_file(f"{root}/{storage.IN_PROGRESS_MARKER}", b"")
+  fs.put_file(os.path.join(tiny_bert, "config.json"), f"{root}/config.json")
+  with pytest.raises(storage.StorageError, match="incomplete"):
+    convert.load_pretrained(half)
+  result = subprocess.run([sys.executable, "-m", "distilbert_jax.main", "predict", "--model", half, "--input", "-"],
+                          input="a text\n", capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  assert result.returncode == 2
+  error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert error_lines == [f"distilbert-jax: error: {half}: incomplete (its writer stopped before "
+                         f"{storage.COMPLETE_MARKER} was written); rerun what writes it, or delete it"], result.stderr
+
+
+def test_a_changed_remote_model_gives_a_new_local_copy(gcs_bucket, tmp_path):
+  uri = f"{gcs_bucket}/mirror/file.txt"
+  atomic.write_text(uri, "one")
+  first = storage.local_copy(uri)
+  assert open(first).read() == "one" and storage.local_copy(uri) == first
+  atomic.write_text(uri, "two")
+  second = storage.local_copy(uri)
+  assert second != first and open(second).read() == "two"
+
+
+def test_finetune_reads_its_model_and_data_from_gcs_writes_there_and_resumes(gcs_bucket, tiny_bert, sentiment):
+  bucket = f"{gcs_bucket}/finetune"
+  fs, _ = storage.filesystem(bucket)
+  for name in ("train.tsv", "dev.tsv"):
+    storage.upload_file(sentiment / name, f"{bucket}/data/{name}")
+  model, params = convert.load_pretrained(tiny_bert, head="base")
+  convert.save_pretrained(model, params, f"{bucket}/model", tokenizer_dir=tiny_bert)
+  config = test_finetune.sentiment_config(f"{bucket}/model", sentiment, **{"train.num_steps": 20, "train.log_every": 1,
+                                                              "train.eval_every": 10})
+  config.data.train, config.data.eval = f"{bucket}/data/train.tsv", f"{bucket}/data/dev.tsv"
+  workdir = f"{bucket}/run"
+  jobs.train_and_evaluate(config, workdir)
+  full = read_metrics(workdir)
+  assert [m["step"] for m in full] == list(range(1, 21)) and remote_steps(workdir) == [10, 20]
+  for name in ("eval_results.json", "best.json", "config.json", "best", "export", "tensorboard"):
+    assert (storage.path(workdir) / name).exists(), name
+  assert storage.is_complete_directory(f"{workdir}/export")
+  _, exported = convert.load_pretrained(f"{workdir}/export", head="sequence_classification")
+  best, _ = convert.load_pretrained(f"{workdir}/best", head="sequence_classification")
+  assert best is not None and exported
+  # Resume: the last checkpoint gone, the rerun goes on from step 10 and logs what the first did.
+  fs.rm(storage.filesystem(f"{workdir}/checkpoints/20")[1], recursive=True)
+  jobs.train_and_evaluate(config, workdir)
+  resumed = read_metrics(workdir)
+  assert [m["step"] for m in resumed] == list(range(1, 21))
+  for x, y in zip(full[10:], resumed[10:]):
+    for key in ("loss", "loss_task", "grad_norm", "eval_accuracy"):
+      assert x.get(key) == y.get(key), (x["step"], key)
+
+
+def test_distill_on_gcs_resumes_after_kill_9_bit_identically_and_exports_there(gcs_bucket, tiny_config, tmp_path):
+  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 2, "export": True})
+  reference = tmp_path / "reference"
+  jobs.train_and_evaluate(config, str(reference))
+  config.data.cache_dir = ""  # the token cache in the work directory: on Cloud Storage
+  workdir = f"{gcs_bucket}/distill/killed"
+  proc = subprocess.Popen(cli_args(config, workdir), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None and not remote_steps(workdir):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert remote_steps(workdir) and remote_steps(workdir)[-1] < 8
+  rerun = subprocess.run(cli_args(config, workdir), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert [m["step"] for m in read_metrics(workdir)] == list(range(1, 9))
+  assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(1, 9))
+  caches = list((storage.path(workdir) / "token_cache").iterdir())
+  assert len(caches) == 1 and storage.is_complete_directory(caches[0])
+  _, local = convert.load_pretrained(str(reference / "export"))
+  _, remote = convert.load_pretrained(f"{workdir}/export")
+  assert_same_params(local, remote)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _start_two_processes(config, workdir, cwd):
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen(cli_args(config, workdir) + ["--config.train.multihost=true"], env=env, cwd=cwd,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+def _finish(procs) -> list:
+  return [p.communicate(timeout=600)[0] for p in procs]
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_gcs_checkpoint_and_resume_after_kill_9_and_sigterm(gcs_bucket, tiny_config,
+                                                                                     tmp_path):
+  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 2})
+  config.data.cache_dir = ""  # built by process 0 on Cloud Storage, read by process 1
+  reference = f"{gcs_bucket}/two/reference"
+  procs = _start_two_processes(config, reference, tmp_path)
+  outputs = _finish(procs)
+  assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+  assert remote_steps(reference) == [2, 4, 6, 8]  # one checkpoint per step, written by both
+
+  killed = f"{gcs_bucket}/two/killed"
+  procs = _start_two_processes(config, killed, tmp_path)
+  deadline = time.time() + 300
+  while time.time() < deadline and all(p.poll() is None for p in procs) and not remote_steps(killed):
+    time.sleep(0.05)
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+  _finish(procs)
+  assert remote_steps(killed) and remote_steps(killed)[-1] < 8
+  procs = _start_two_processes(config, killed, tmp_path)
+  outputs = _finish(procs)
+  assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+  assert_same_losses(read_metrics(reference), read_metrics(killed), steps=range(1, 9))
+
+  config.train.checkpoint_every = 1000  # no checkpoint is due: the one written is the signal's
+  preempted = f"{gcs_bucket}/two/preempted"
+  procs = _start_two_processes(config, preempted, tmp_path)
+  while time.time() < deadline + 300 and all(p.poll() is None for p in procs):
+    if (storage.path(preempted) / "metrics.jsonl").exists() and read_metrics(preempted):
+      break
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # one process is preempted; both stop at the same step
+  outputs = _finish(procs)
+  assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
+  steps = remote_steps(preempted)
+  assert len(steps) == 1 and steps[0] < 8, steps
+  procs = _start_two_processes(config, preempted, tmp_path)
+  outputs = _finish(procs)
+  assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+  assert_same_losses(read_metrics(reference), read_metrics(preempted), steps=range(1, 9))
+  assert set(LOSS_KEYS) <= set(read_metrics(preempted)[-1])
+
+
+def _one_line_error(args, env, cwd):
+  started = time.time()
+  result = subprocess.run([sys.executable, "-m", "distilbert_jax.main", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  return result.returncode, lines, time.time() - started
+
+
+def test_a_bucket_that_cannot_be_used_is_one_line_and_exit_2_before_any_model(gcs_bucket, tmp_path):
+  distill = ["distill", "--config", str(ROOT / "configs/tiny.py")]
+  status, lines, _ = _one_line_error(distill + ["--workdir", "gs://no-such-bucket/run"], dict(os.environ), tmp_path)
+  assert status == 2 and len(lines) == 1, lines
+  assert lines[0].startswith("distilbert-jax: error: gs://no-such-bucket/run: no such bucket"), lines
+  # Nothing listens on this port: the endpoint is unreachable (gcsfs's retries take their time).
+  env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_free_port()}")
+  env.pop("TENSORSTORE_GCS_HTTP_URL", None)
+  status, lines, _ = _one_line_error(distill + ["--workdir", f"{gcs_bucket}/run"], env, tmp_path)
+  assert status == 2 and len(lines) == 1, lines
+  assert lines[0].startswith(f"distilbert-jax: error: {gcs_bucket}/run: cannot write there:"), lines
