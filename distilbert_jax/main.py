@@ -189,6 +189,20 @@ def _workdir(path: str):
   return workdir
 
 
+# The arguments that name a file or directory the command reads.
+_INPUT_ARGS = ("model", "input", "data", "teacher", "src", "model_dir")
+
+
+def _local_inputs(args) -> None:
+  """Each gs:// input argument replaced by its local copy (storage.local_copy), before any work:
+  an incomplete, unreadable or missing one is a one-line error here. Outputs stay URIs: the
+  atomic writes publish them there."""
+  for name in _INPUT_ARGS:
+    value = getattr(args, name, None)
+    if isinstance(value, str) and storage.is_remote(value):
+      setattr(args, name, storage.local_copy(value))
+
+
 def _print_metrics(result: dict) -> None:
   """The final evaluation's metrics (of the exported model when there is one), one line each."""
   prefix = "final_eval_" if any(k.startswith("final_eval_") for k in result) else "eval_"
@@ -207,14 +221,15 @@ def main(argv) -> int:
     parser.error(f"{args.command} takes no --config.* overrides")
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
   _choose_platforms(args.command)
+  _local_inputs(args)
 
   if args.command == "distill":
     from distilbert_jax import jobs
     from distilbert_jax.data import corpus
     from distilbert_jax.jobs import distill
     from distilbert_jax.tasks import embeddings
+    workdir = _workdir(args.workdir)  # first: a bucket that cannot be used stops the run before any download
     config = _config(args, overrides)
-    workdir = _workdir(args.workdir)
     result = jobs.train_and_evaluate(config, str(workdir))
     if config.get("eval_heldout") and "export_dir" in result:  # the teacher/student report (PyTorch)
       heldout = config.eval_heldout
@@ -223,10 +238,11 @@ def main(argv) -> int:
       embeddings.distill_report(str(workdir), result["export_dir"], config.teacher.path, heldout)
   elif args.command == "finetune":
     from distilbert_jax import jobs
+    workdir = _workdir(args.workdir)
     config = _config(args, overrides)
     if config.get("job") != "finetune":
       raise errors.ConfigError(f"{args.config}: not a fine-tuning config (config.job={config.get('job')!r})")
-    _print_metrics(jobs.train_and_evaluate(config, str(_workdir(args.workdir))))
+    _print_metrics(jobs.train_and_evaluate(config, str(workdir)))
   elif args.command == "evaluate":
     from distilbert_jax.tasks import evaluate_command
     evaluate_command.evaluate_main(args.model, args.task, args.data, split=args.split, max_length=args.max_length,
@@ -252,8 +268,8 @@ def main(argv) -> int:
   elif args.command == "token-counts":
     from distilbert_jax.jobs import distill
     from distilbert_jax.data import token_cache
-    config = _config(args, overrides)
     workdir = _workdir(args.workdir)
+    config = _config(args, overrides)
     cache = distill.build_token_cache(config, workdir)
     token_cache.write_token_counts(cache, args.out)
     print(f"token counts of {cache.num_sequences} sequences written to {args.out}")

@@ -22,9 +22,12 @@ sentiment = test_finetune.sentiment  # the fixture: its train.tsv and dev.tsv go
 
 
 def remote_steps(workdir) -> list:
-  """The steps of the finished checkpoints in a gs:// work directory."""
+  """The steps of the committed checkpoints in a gs:// work directory (on object storage orbax
+  writes a step's directory in place and commits it with commit_success.txt, last)."""
   directory = storage.path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
+  if not directory.exists():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
 
 
 def assert_same_params(a, b):
@@ -166,13 +169,13 @@ def _finish(procs) -> list:
 @pytest.mark.slow
 def test_two_processes_share_one_gcs_checkpoint_and_resume_after_kill_9_and_sigterm(gcs_bucket, tiny_config,
                                                                                      tmp_path):
-  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 2})
+  config = tiny_config(**{"train.num_steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 5})
   config.data.cache_dir = ""  # built by process 0 on Cloud Storage, read by process 1
   reference = f"{gcs_bucket}/two/reference"
   procs = _start_two_processes(config, reference, tmp_path)
   outputs = _finish(procs)
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-  assert remote_steps(reference) == [2, 4, 6, 8]  # one checkpoint per step, written by both
+  assert remote_steps(reference) == [2, 4, 6]  # one checkpoint per step, written by both
 
   killed = f"{gcs_bucket}/two/killed"
   procs = _start_two_processes(config, killed, tmp_path)
@@ -182,11 +185,11 @@ def test_two_processes_share_one_gcs_checkpoint_and_resume_after_kill_9_and_sigt
   for p in procs:
     p.send_signal(signal.SIGKILL)
   _finish(procs)
-  assert remote_steps(killed) and remote_steps(killed)[-1] < 8
+  assert remote_steps(killed) and remote_steps(killed)[-1] < 6
   procs = _start_two_processes(config, killed, tmp_path)
   outputs = _finish(procs)
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-  assert_same_losses(read_metrics(reference), read_metrics(killed), steps=range(1, 9))
+  assert_same_losses(read_metrics(reference), read_metrics(killed), steps=range(1, 7))
 
   config.train.checkpoint_every = 1000  # no checkpoint is due: the one written is the signal's
   preempted = f"{gcs_bucket}/two/preempted"
@@ -199,11 +202,11 @@ def test_two_processes_share_one_gcs_checkpoint_and_resume_after_kill_9_and_sigt
   outputs = _finish(procs)
   assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
   steps = remote_steps(preempted)
-  assert len(steps) == 1 and steps[0] < 8, steps
+  assert len(steps) == 1 and steps[0] < 6, steps
   procs = _start_two_processes(config, preempted, tmp_path)
   outputs = _finish(procs)
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-  assert_same_losses(read_metrics(reference), read_metrics(preempted), steps=range(1, 9))
+  assert_same_losses(read_metrics(reference), read_metrics(preempted), steps=range(1, 7))
   assert set(LOSS_KEYS) <= set(read_metrics(preempted)[-1])
 
 
@@ -226,3 +229,36 @@ def test_a_bucket_that_cannot_be_used_is_one_line_and_exit_2_before_any_model(gc
   status, lines, _ = _one_line_error(distill + ["--workdir", f"{gcs_bucket}/run"], env, tmp_path)
   assert status == 2 and len(lines) == 1, lines
   assert lines[0].startswith(f"distilbert-jax: error: {gcs_bucket}/run: cannot write there:"), lines
+
+
+def test_predict_reads_its_model_and_input_from_gcs_and_writes_its_output_there(gcs_bucket, tiny_bert, tmp_path):
+  model, params = convert.load_pretrained(tiny_bert, head="sequence_classification", init_missing_heads=True,
+                                          num_labels=2)
+  local_model = tmp_path / "model"
+  convert.save_pretrained(model, params, local_model, tokenizer_dir=tiny_bert)
+  remote = f"{gcs_bucket}/predict"
+  convert.save_pretrained(model, params, f"{remote}/model", tokenizer_dir=tiny_bert)
+  (tmp_path / "in.txt").write_text("a good film\na bad day\nso so\n")
+  storage.upload_file(tmp_path / "in.txt", f"{remote}/in.txt")
+  command = [sys.executable, "-m", "distilbert_jax.main", "predict"]
+  local = subprocess.run(command + ["--model", str(local_model), "--input", str(tmp_path / "in.txt"),
+                                    "--out", str(tmp_path / "out.jsonl")], capture_output=True, text=True, timeout=300)
+  assert local.returncode == 0, local.stderr[-2000:]
+  result = subprocess.run(command + ["--model", f"{remote}/model", "--input", f"{remote}/in.txt",
+                                     "--out", f"{remote}/out/predictions.jsonl"], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  written = storage.path(f"{remote}/out/predictions.jsonl").read_text()
+  assert written == (tmp_path / "out.jsonl").read_text() and len(written.splitlines()) == 3
+
+
+def test_a_permission_error_is_reported_as_one_line_naming_the_uri(monkeypatch):
+  # The emulator has no access control: a file system that refuses like Cloud Storage's 403 stands in.
+  class Refusing:
+    def pipe_file(self, path, data):
+      raise PermissionError("403 caller does not have storage.objects.create access to the bucket")
+  monkeypatch.setattr(storage, "filesystem", lambda uri: (Refusing(), "bucket/run"))
+  with pytest.raises(storage.StorageError) as raised:
+    storage.check_writable("gs://bucket/run")
+  assert str(raised.value) == ("gs://bucket/run: no permission to write there (403 caller does not have "
+                               "storage.objects.create access to the bucket)")

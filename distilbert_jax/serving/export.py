@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distilbert_jax import atomic, errors, records
+from distilbert_jax import atomic, errors, records, storage
 
 FORMATS = ("stablehlo", "onnx")
 ARTIFACT_FILES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx"}
@@ -135,7 +135,7 @@ def export_main(fmt: str, src: str, dst: str, head: Optional[str] = None, *, ove
   from distilbert_jax import convert
   if fmt not in FORMATS:
     raise ExportError(f"export: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-  out_dir = Path(dst).expanduser().absolute()
+  out_dir = storage.path(dst)  # gs:// too: atomic.directory publishes it there
   hf_config = _read_hf_config(Path(src))
   check_output_dir(out_dir, overwrite)
   if head is None:

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
 
-from distilbert_jax import convert, errors
+from distilbert_jax import convert, errors, storage
 from distilbert_jax import records as records_json
 from distilbert_jax.serving import inputs
 from distilbert_jax.tasks import defaults, squad
@@ -175,21 +177,32 @@ class Predictor:
 class JsonLinesOut:
   """Records as JSON lines to `path` (its parents made) or stdout, flushed after each chunk: the
   lines written stay whole if the run stops. The file is opened at the first write, so a run
-  that fails before leaves an existing `path` as it was."""
+  that fails before leaves an existing `path` as it was. A gs:// `path` is written locally and
+  uploaded by `close` (object storage cannot append): all or nothing there."""
 
   def __init__(self, path: Optional[str]):
     self.path, self._file = path, None if path else sys.stdout
+    self._staging = None
 
   def write(self, records: Iterable[dict]) -> None:
     if self._file is None:
-      Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-      self._file = open(self.path, "w", encoding="utf-8", newline="\n")
+      local = self.path
+      if storage.is_remote(self.path):
+        self._staging = tempfile.mkdtemp(prefix="distilbert-jax-out-")
+        local = os.path.join(self._staging, "out.jsonl")
+      Path(local).parent.mkdir(parents=True, exist_ok=True)
+      self._file = open(local, "w", encoding="utf-8", newline="\n")
     self._file.write("".join(json.dumps(records_json.defined(r), ensure_ascii=False, default=_jsonable) + "\n" for r in records))
     self._file.flush()
 
   def close(self) -> None:
     if self.path and self._file is not None:
       self._file.close()
+      if self._staging:
+        try:
+          storage.upload_file(os.path.join(self._staging, "out.jsonl"), self.path)
+        finally:
+          shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def _jsonable(value):

@@ -9,12 +9,11 @@ fine-tuning job's Evaluator scores and writes it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import ml_collections
 
-from distilbert_jax import convert, errors
+from distilbert_jax import convert, errors, storage
 from distilbert_jax.tasks import defaults, glue
 from distilbert_jax.records import strict_json
 from distilbert_jax.tasks.evaluator import Evaluator
@@ -103,11 +102,11 @@ def evaluate_main(model_dir: str, task: str, data: str, *, split: Optional[str] 
   evaluator = Evaluator(model, task_data, config)
   metrics, predictions = evaluator.evaluate(params)
   if task_data.tests:
-    written = evaluator.write_test_predictions(params, Path(out_dir))
+    written = evaluator.write_test_predictions(params, storage.path(out_dir))
     metrics.update(num_examples=sum(len(t.examples) for t in task_data.tests))
     print(f"predictions of the unlabelled {split} split written to {', '.join(map(str, written))}")
   elif out_dir:
-    evaluator.write(Path(out_dir), metrics, predictions)
+    evaluator.write(storage.path(out_dir), metrics, predictions)
   print(strict_json(metrics), end="")
   return metrics
 
