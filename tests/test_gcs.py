@@ -167,47 +167,43 @@ def _finish(procs) -> list:
 
 
 @pytest.mark.slow
-def test_two_processes_share_one_gcs_checkpoint_and_resume_after_kill_9_and_sigterm(gcs_bucket, tiny_config,
+def test_two_processes_share_one_gcs_checkpoint_and_resume_after_sigterm_and_kill_9(gcs_bucket, tiny_config,
                                                                                      tmp_path):
-  config = tiny_config(**{"train.num_steps": 6, "train.checkpoint_every": 2, "train.keep_checkpoints": 5})
+  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 4, "train.keep_checkpoints": 5})
   config.data.cache_dir = ""  # built by process 0 on Cloud Storage, read by process 1
   reference = f"{gcs_bucket}/two/reference"
-  procs = _start_two_processes(config, reference, tmp_path)
-  outputs = _finish(procs)
+  outputs = _finish(procs := _start_two_processes(config, reference, tmp_path))
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-  assert remote_steps(reference) == [2, 4, 6]  # one checkpoint per step, written by both
+  assert remote_steps(reference) == [4, 8]  # one checkpoint per step, which both processes write
 
-  killed = f"{gcs_bucket}/two/killed"
-  procs = _start_two_processes(config, killed, tmp_path)
-  deadline = time.time() + 300
-  while time.time() < deadline and all(p.poll() is None for p in procs) and not remote_steps(killed):
+  # SIGTERM to one process: both stop at the same step, with one checkpoint of it.
+  workdir = f"{gcs_bucket}/two/interrupted"
+  procs = _start_two_processes(config, workdir, tmp_path)
+  deadline = time.time() + 600
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if (storage.path(workdir) / "metrics.jsonl").exists() and read_metrics(workdir):
+      break
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  outputs = _finish(procs)
+  assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
+  stopped = remote_steps(workdir)
+  assert len(stopped) == 1 and stopped[0] < 4, stopped
+  assert f"SIGTERM at step {stopped[0]}: checkpoint saved in {workdir}/checkpoints" in outputs[0]
+
+  # The same command resumes; kill -9 of both once it has committed the next checkpoint.
+  procs = _start_two_processes(config, workdir, tmp_path)
+  while time.time() < deadline and all(p.poll() is None for p in procs) and remote_steps(workdir)[-1:] != [4]:
     time.sleep(0.05)
   for p in procs:
     p.send_signal(signal.SIGKILL)
   _finish(procs)
-  assert remote_steps(killed) and remote_steps(killed)[-1] < 6
-  procs = _start_two_processes(config, killed, tmp_path)
-  outputs = _finish(procs)
+  assert remote_steps(workdir) == [stopped[0], 4]
+  outputs = _finish(procs := _start_two_processes(config, workdir, tmp_path))
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-  assert_same_losses(read_metrics(reference), read_metrics(killed), steps=range(1, 7))
-
-  config.train.checkpoint_every = 1000  # no checkpoint is due: the one written is the signal's
-  preempted = f"{gcs_bucket}/two/preempted"
-  procs = _start_two_processes(config, preempted, tmp_path)
-  while time.time() < deadline + 300 and all(p.poll() is None for p in procs):
-    if (storage.path(preempted) / "metrics.jsonl").exists() and read_metrics(preempted):
-      break
-    time.sleep(0.05)
-  procs[1].send_signal(signal.SIGTERM)  # one process is preempted; both stop at the same step
-  outputs = _finish(procs)
-  assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
-  steps = remote_steps(preempted)
-  assert len(steps) == 1 and steps[0] < 6, steps
-  procs = _start_two_processes(config, preempted, tmp_path)
-  outputs = _finish(procs)
-  assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-  assert_same_losses(read_metrics(reference), read_metrics(preempted), steps=range(1, 7))
-  assert set(LOSS_KEYS) <= set(read_metrics(preempted)[-1])
+  assert [m["step"] for m in read_metrics(workdir)] == list(range(1, 9))
+  assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(1, 9))
+  assert set(LOSS_KEYS) <= set(read_metrics(workdir)[-1])
 
 
 def _one_line_error(args, env, cwd):
