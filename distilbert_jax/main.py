@@ -189,18 +189,23 @@ def _workdir(path: str):
   return workdir
 
 
-# The arguments that name a file or directory the command reads.
+# The arguments that name a file or directory the command reads, and those it writes.
 _INPUT_ARGS = ("model", "input", "data", "teacher", "src", "model_dir")
+_OUTPUT_ARGS = ("out", "dst")
 
 
-def _local_inputs(args) -> None:
-  """Each gs:// input argument replaced by its local copy (storage.local_copy), before any work:
-  an incomplete, unreadable or missing one is a one-line error here. Outputs stay URIs: the
-  atomic writes publish them there."""
+def _remote_paths(args) -> None:
+  """Before any work: each gs:// input argument replaced by its local copy (storage.local_copy;
+  an incomplete, unreadable or missing one is a one-line error here), and each gs:// output
+  checked for writing. Outputs stay URIs: the atomic writes publish them there."""
   for name in _INPUT_ARGS:
     value = getattr(args, name, None)
     if isinstance(value, str) and storage.is_remote(value):
       setattr(args, name, storage.local_copy(value))
+  for name in _OUTPUT_ARGS:
+    value = getattr(args, name, None)
+    if isinstance(value, str) and storage.is_remote(value):
+      storage.check_writable(value)
 
 
 def _print_metrics(result: dict) -> None:
@@ -221,7 +226,7 @@ def main(argv) -> int:
     parser.error(f"{args.command} takes no --config.* overrides")
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
   _choose_platforms(args.command)
-  _local_inputs(args)
+  _remote_paths(args)
 
   if args.command == "distill":
     from distilbert_jax import jobs

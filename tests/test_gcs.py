@@ -225,6 +225,11 @@ def test_a_bucket_that_cannot_be_used_is_one_line_and_exit_2_before_any_model(gc
   status, lines, _ = _one_line_error(distill + ["--workdir", f"{gcs_bucket}/run"], env, tmp_path)
   assert status == 2 and len(lines) == 1, lines
   assert lines[0].startswith(f"distilbert-jax: error: {gcs_bucket}/run: cannot write there:"), lines
+  # An output of a command that is not a run: checked before the model is read.
+  status, lines, _ = _one_line_error(["predict", "--model", "no/such/model", "--input", "-", "--out",
+                                      "gs://no-such-bucket/predictions.jsonl"], dict(os.environ), tmp_path)
+  assert status == 2 and len(lines) == 1, lines
+  assert lines[0].startswith("distilbert-jax: error: gs://no-such-bucket/predictions.jsonl: no such bucket"), lines
 
 
 def test_predict_reads_its_model_and_input_from_gcs_and_writes_its_output_there(gcs_bucket, tiny_bert, tmp_path):
