@@ -83,13 +83,15 @@ class BertEmbeddings(layers.Module):
 
 class BertSelfAttention(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
+  def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool, output_qkv: bool):
+    """-> (context [batch, length, hidden], probabilities or None, (query, key, value) or None)."""
     c = self.config
     q, k, v = (split_heads(self.dense(c.hidden_size, ("embed", "heads"), n)(hidden), c.num_attention_heads)
                for n in ("query", "key", "value"))
-    return multi_head_attention(
+    context, probs = multi_head_attention(
         self, q, k, v, attention_mask, dropout_rate=c.attention_probs_dropout_prob,
         deterministic=deterministic, implementation=c.attention_impl, output_attentions=output_attentions)
+    return context, probs, ((q, k, v) if output_qkv else None)
 
 
 class BertResidualOutput(layers.Module):
@@ -105,24 +107,25 @@ class BertResidualOutput(layers.Module):
 
 class BertAttention(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
-    context, probs = BertSelfAttention(**self.kw, name="self")(hidden, attention_mask, deterministic, output_attentions)
-    return BertResidualOutput(**self.kw, in_axis="heads", name="output")(context, hidden, deterministic), probs
+  def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool, output_qkv: bool):
+    context, probs, qkv = BertSelfAttention(**self.kw, name="self")(
+        hidden, attention_mask, deterministic, output_attentions, output_qkv)
+    return BertResidualOutput(**self.kw, in_axis="heads", name="output")(context, hidden, deterministic), probs, qkv
 
 
 class BertLayer(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
-    """hidden: [batch, length, hidden] -> (hidden, (hidden or None, probs or None))."""
+  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states, output_qkv):
+    """hidden: [batch, length, hidden] -> (hidden, (hidden or None, probs or None, qkv or None))."""
     c = self.config
     hidden = layers.constrain_activation(hidden)
     attention = BertAttention(**self.kw, name="attention")
-    attn_out, probs = attention(hidden, attention_mask, deterministic, output_attentions)
+    attn_out, probs, qkv = attention(hidden, attention_mask, deterministic, output_attentions, output_qkv)
     x = _DenseScope(**self.kw, features=c.intermediate_size, axes=("embed", "mlp"), activation=c.hidden_act,
                     name="intermediate")(attn_out)
     out = layers.constrain_activation(
         BertResidualOutput(**self.kw, in_axis="mlp", name="output")(x, attn_out, deterministic))
-    return out, (out if output_hidden_states else None, probs)
+    return out, (out if output_hidden_states else None, probs, qkv)
 
 
 class _DenseScope(layers.Module):
@@ -138,12 +141,12 @@ class _DenseScope(layers.Module):
 
 class BertEncoder(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
+  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states, output_qkv):
     c = self.config
     return run_encoder_stack(
         self, BertLayer, c.num_hidden_layers, hidden, attention_mask,
         deterministic=deterministic, output_attentions=output_attentions,
-        output_hidden_states=output_hidden_states, scan_layers=c.scan_layers,
+        output_hidden_states=output_hidden_states, output_qkv=output_qkv, scan_layers=c.scan_layers,
         remat_policy=c.remat_policy, layer_kwargs=self.kw)
 
 
@@ -160,6 +163,7 @@ class BertModel(layers.Module):
   def __call__(
       self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
       deterministic: bool = True, output_attentions: bool = False, output_hidden_states: bool = False,
+      output_qkv: bool = False,
   ) -> ModelOutput:
     """input_ids, attention_mask (1 = token, 0 = pad), token_type_ids, position_ids: [batch, length]."""
     if attention_mask is None:
@@ -170,11 +174,11 @@ class BertModel(layers.Module):
       layers.check_length(input_ids.shape[-1], self.config)
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     hidden = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    hidden, hidden_states, attentions = self.encoder(
-        hidden, attention_mask, deterministic, output_attentions, output_hidden_states)
+    hidden, hidden_states, attentions, qkv = self.encoder(
+        hidden, attention_mask, deterministic, output_attentions, output_hidden_states, output_qkv)
     pooled = self.pooler(hidden[:, 0]) if self.add_pooling_layer else None
     return ModelOutput(last_hidden_state=hidden, pooler_output=pooled, hidden_states=hidden_states,
-                       attentions=attentions)
+                       attentions=attentions, attention_qkv=qkv)
 
   def word_embedding_matrix(self):
     """[vocab, hidden]: the input embedding table, which tied output projections reuse."""
@@ -213,14 +217,14 @@ class _BertHead(layers.Module):
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                deterministic: bool = True, output_attentions: bool = False,
-               output_hidden_states: bool = False, masked_positions=None) -> ModelOutput:
+               output_hidden_states: bool = False, masked_positions=None, output_qkv: bool = False) -> ModelOutput:
     if masked_positions is not None and not self.takes_masked_positions:
       raise ValueError(f"{type(self).__name__} takes no masked_positions")
     inputs = (input_ids, attention_mask, token_type_ids, position_ids)
     if self.multiple_choice:  # every choice is a sequence of its own
       inputs = tuple(None if x is None else x.reshape(-1, x.shape[-1]) for x in inputs)
     bert = BertModel(**self.kw, add_pooling_layer=self.add_pooling_layer, name="bert")
-    out = bert(*inputs, deterministic, output_attentions, output_hidden_states)
+    out = bert(*inputs, deterministic, output_attentions, output_hidden_states, output_qkv)
     out = self.head(bert, out, deterministic, masked_positions)
     if self.multiple_choice:
       out = out.replace(logits=out.logits.reshape(input_ids.shape[:2]))

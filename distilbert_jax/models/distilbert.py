@@ -103,7 +103,8 @@ class Embeddings(layers.Module):
 
 class MultiHeadSelfAttention(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool):
+  def __call__(self, hidden, attention_mask, deterministic: bool, output_attentions: bool, output_qkv: bool):
+    """-> (output [batch, length, dim], probabilities or None, (query, key, value) or None)."""
     c = self.config
     q, k, v = (split_heads(self.dense(c.dim, ("embed", "heads"), n)(hidden), c.n_heads)
                for n in ("q_lin", "k_lin", "v_lin"))
@@ -111,7 +112,7 @@ class MultiHeadSelfAttention(layers.Module):
         self, q, k, v, attention_mask, dropout_rate=c.attention_dropout, deterministic=deterministic,
         implementation=c.attention_impl, output_attentions=output_attentions,
     )
-    return self.dense(c.dim, ("heads", "embed"), "out_lin")(context), probs
+    return self.dense(c.dim, ("heads", "embed"), "out_lin")(context), probs, ((q, k, v) if output_qkv else None)
 
 
 class FFN(layers.Module):
@@ -125,25 +126,25 @@ class FFN(layers.Module):
 
 class TransformerBlock(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
-    """hidden: [batch, length, dim] -> (hidden, (hidden or None, probs or None))."""
+  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states, output_qkv):
+    """hidden: [batch, length, dim] -> (hidden, (hidden or None, probs or None, qkv or None))."""
     hidden = layers.constrain_activation(hidden)
-    sa_output, probs = MultiHeadSelfAttention(**self.kw, name="attention")(
-        hidden, attention_mask, deterministic, output_attentions)
+    sa_output, probs, qkv = MultiHeadSelfAttention(**self.kw, name="attention")(
+        hidden, attention_mask, deterministic, output_attentions, output_qkv)
     sa_output = self.layer_norm("sa_layer_norm")(sa_output + hidden)
     ffn_output = FFN(**self.kw, name="ffn")(sa_output, deterministic)
     out = layers.constrain_activation(self.layer_norm("output_layer_norm")(ffn_output + sa_output))
-    return out, (out if output_hidden_states else None, probs)
+    return out, (out if output_hidden_states else None, probs, qkv)
 
 
 class Transformer(layers.Module):
   @nn.compact
-  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states):
+  def __call__(self, hidden, attention_mask, deterministic, output_attentions, output_hidden_states, output_qkv):
     c = self.config
     return run_encoder_stack(
         self, TransformerBlock, c.n_layers, hidden, attention_mask,
         deterministic=deterministic, output_attentions=output_attentions,
-        output_hidden_states=output_hidden_states, scan_layers=c.scan_layers,
+        output_hidden_states=output_hidden_states, output_qkv=output_qkv, scan_layers=c.scan_layers,
         remat_policy=c.remat_policy, layer_kwargs=self.kw,
     )
 
@@ -157,7 +158,7 @@ class DistilBertModel(layers.Module):
 
   def __call__(
       self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-      output_attentions: bool = False, output_hidden_states: bool = False,
+      output_attentions: bool = False, output_hidden_states: bool = False, output_qkv: bool = False,
   ) -> ModelOutput:
     """input_ids, attention_mask (1 = token, 0 = pad), position_ids: [batch, length]."""
     if attention_mask is None:
@@ -166,9 +167,10 @@ class DistilBertModel(layers.Module):
       layers.check_length(input_ids.shape[-1], self.config)
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     hidden = self.embeddings(input_ids, position_ids, deterministic)
-    hidden, hidden_states, attentions = self.transformer(
-        hidden, attention_mask, deterministic, output_attentions, output_hidden_states)
-    return ModelOutput(last_hidden_state=hidden, hidden_states=hidden_states, attentions=attentions)
+    hidden, hidden_states, attentions, qkv = self.transformer(
+        hidden, attention_mask, deterministic, output_attentions, output_hidden_states, output_qkv)
+    return ModelOutput(last_hidden_state=hidden, hidden_states=hidden_states, attentions=attentions,
+                       attention_qkv=qkv)
 
   def word_embedding_matrix(self):
     """[vocab, dim]: the input embedding table, which tied output projections reuse."""
@@ -188,14 +190,14 @@ class _DistilBertHead(layers.Module):
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
                output_attentions: bool = False, output_hidden_states: bool = False,
-               masked_positions=None) -> ModelOutput:
+               masked_positions=None, output_qkv: bool = False) -> ModelOutput:
     if masked_positions is not None and not self.takes_masked_positions:
       raise ValueError(f"{type(self).__name__} takes no masked_positions")
     inputs = (input_ids, attention_mask, position_ids)
     if self.multiple_choice:  # every choice is a sequence of its own
       inputs = tuple(None if x is None else x.reshape(-1, x.shape[-1]) for x in inputs)
     distilbert = DistilBertModel(**self.kw, name="distilbert")
-    out = distilbert(*inputs, deterministic, output_attentions, output_hidden_states)
+    out = distilbert(*inputs, deterministic, output_attentions, output_hidden_states, output_qkv)
     out = self.head(distilbert, out, deterministic, masked_positions)
     if self.multiple_choice:
       out = out.replace(logits=out.logits.reshape(input_ids.shape[:2]))

@@ -74,6 +74,9 @@ class ModelOutput:
   hidden_states: tuple of num_layers + 1 arrays [batch, length, hidden] (embeddings first),
     with output_hidden_states=True
   attentions: tuple of num_layers arrays [batch, heads, length, length], with output_attentions
+  attention_qkv: tuple of num_layers (query, key, value) triples, each [batch, length, heads,
+    head_dim] (after the projections, before the scores; the relation losses' inputs), with
+    output_qkv=True
   logits: [batch, length, vocab] (masked LM; [batch, n, vocab] with masked_positions [batch, n],
     [n, vocab] with flat masked_positions [n]; see `gather_positions`),
     [batch, num_labels] (sequence classification), [batch, num_choices] (multiple choice),
@@ -85,6 +88,7 @@ class ModelOutput:
   pooler_output: Optional[Array] = None
   hidden_states: Optional[tuple] = None
   attentions: Optional[tuple] = None
+  attention_qkv: Optional[tuple] = None
   logits: Optional[Array] = None
   start_logits: Optional[Array] = None
   end_logits: Optional[Array] = None
