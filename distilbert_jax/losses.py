@@ -61,8 +61,18 @@ def kl_div_loss(student_logits: jax.Array, teacher_logits: jax.Array, weights: j
   Returns:
     (sum over rows of weight * T^2 * KL, sum of weights), float32 scalars.
   """
+  return _weighted_sum(softmax_kl_rows(student_logits, teacher_logits, temperature), weights)
+
+
+def softmax_kl_rows(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 1.0
+                    ) -> jax.Array:
+  """[..., n] x 2 -> [...] float32: T^2 KL(softmax(t / T) || softmax(s / T)) of each row.
+
+  A teacher logit at float32's minimum (a masked entry) has probability 0 and adds nothing,
+  whatever the student's logit there; the attention losses (attention_losses.py) mask so.
+  """
   _check_pair(student_logits, teacher_logits)
-  return _weighted_sum(_kl_rows(_f32(student_logits), _f32(teacher_logits), float(temperature)), weights)
+  return _kl_rows(_f32(student_logits), _f32(teacher_logits), float(temperature))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
