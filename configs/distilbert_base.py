@@ -100,6 +100,14 @@ def get_config() -> ml_collections.ConfigDict:
   # (student, teacher) hidden-state indices for loss_hidden (0 = embeddings); empty = the
   # student's layers against the teacher layers they were copied from.
   config.loss.hidden_layer_map = ()
+  # KL(teacher || student) of the Q-Q, K-K and V-V self-attention relations (MiniLMv2, Wang et al.,
+  # 2021), over real tokens; any widths and head counts.
+  config.loss.alpha_relation = 0.0
+  # Relation heads R, which divide both widths; 0: the student's attention heads. MiniLMv2 uses 48
+  # for base-size teachers (64 for large ones).
+  config.loss.relation_heads = 0
+  # (student, teacher) 0-based layers of the relations; empty: the last layer of each.
+  config.loss.relation_layers = ()
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 5e-4

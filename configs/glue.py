@@ -93,6 +93,17 @@ def get_config() -> ml_collections.ConfigDict:
   # (student, teacher) hidden-state indices (0 = embeddings); empty: student layer i against the
   # teacher layer model.layers[i] it was copied from.
   config.loss.hidden_layer_map = ()
+  # MSE of the pre-softmax attention scores of the layers hidden_layer_map pairs (TinyBERT, Jiao et
+  # al., 2020, eq. 3; needs teacher.path and equal head counts).
+  config.loss.alpha_attention = 0.0
+  # KL(teacher || student) of the Q-Q, K-K and V-V self-attention relations (MiniLMv2, Wang et al.,
+  # 2021; needs teacher.path; any widths and head counts).
+  config.loss.alpha_relation = 0.0
+  # Relation heads R, which divide both widths; 0: the student's attention heads. MiniLMv2 uses 48
+  # for base-size teachers (64 for large ones).
+  config.loss.relation_heads = 0
+  # (student, teacher) 0-based layers of the relations; empty: the last layer of each.
+  config.loss.relation_layers = ()
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 2e-5

@@ -177,3 +177,19 @@ def attention_score_loss(student_query: Array, student_key: Array, teacher_query
   pairs = real[:, None, :, None] * real[:, None, None, :]  # [batch, 1, query, key]
   heads = student_query.shape[2]
   return jnp.sum(jnp.square(difference) * pairs), query_key_pairs(attention_mask) * heads
+
+
+def attention_layer_pairs(hidden_pairs) -> tuple:
+  """The (student layer, teacher layer) pairs, 0-based, whose attention TinyBERT matches, from the
+  hidden-state pairs of the hidden-state loss (index i = the output of layer i, 0 = the
+  embeddings): the attention of layer i is that of hidden state i, so pairs past the embeddings
+  map to (s - 1, t - 1) and pairs with the embeddings have none."""
+  return tuple((s - 1, t - 1) for s, t in hidden_pairs if s > 0 and t > 0)
+
+
+def relation_layer_pairs(pairs, student_layers: int, teacher_layers: int) -> tuple:
+  """The (student layer, teacher layer) pairs, 0-based, of the MiniLMv2 relation loss: `pairs`
+  when given, otherwise the last layer of each (MiniLMv2, section 3.1, for base-size teachers)."""
+  if pairs:
+    return tuple(tuple(int(i) for i in p) for p in pairs)
+  return ((student_layers - 1, teacher_layers - 1),)

@@ -10,6 +10,7 @@ Losses (section 3 of the paper; weights `config.loss.alpha_*`):
   loss_mlm: cross-entropy on masked tokens
   loss_cos: 1 - cos(student, teacher) last hidden states, over real tokens
   loss_mse: squared error of the logits; loss_hidden: MSE of chosen hidden layers (TinyBERT)
+  loss_relation: KL of the Q-Q, K-K and V-V self-attention relations (MiniLMv2), over real tokens
 Without a teacher only loss_mlm remains: MLM pretraining of the student.
 
 With `config.loss.logits_at_masked_only` the vocabulary projection of student and teacher runs
@@ -36,13 +37,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distilbert_jax import convert, errors, losses, models, storage, train
+from distilbert_jax import attention_losses, convert, errors, losses, models, storage, train
 from distilbert_jax.data import corpus, input_pipeline, masking, token_cache
 from distilbert_jax.hardware import flops
 from distilbert_jax.jobs import checks
 
-LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
-TEACHER_LOSSES = ("ce", "cos", "mse", "hidden")
+LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden", "relation")
+TEACHER_LOSSES = ("ce", "cos", "mse", "hidden", "relation")
 
 
 # ===================================================================================== checks
@@ -251,7 +252,9 @@ class DistillationLoss:
   teacher: Any
   token_probs: Any  # [vocab] masking weights
   mask_token_id: int
-  layer_map: tuple
+  layer_map: tuple  # (student, teacher) hidden-state indices of loss_hidden
+  relation_pairs: tuple = ()  # (student, teacher) 0-based layers of loss_relation
+  relation_heads: int = 0
 
   def prepare(self, batch, rng):
     m = self.config.mask
@@ -272,12 +275,14 @@ class DistillationLoss:
     masked = jnp.sum(batch["mlm_weights"])
     ce_rows = masked if self.config.loss.ce_masked_only else real
     hidden = real * self.student.config.hidden_size * max(len(self.layer_map), 1)
-    return {"ce": ce_rows, "mse": ce_rows, "mlm": masked, "cos": real, "hidden": hidden}
+    relation = real * self.relation_heads * max(len(self.relation_pairs), 1)
+    return {"ce": ce_rows, "mse": ce_rows, "mlm": masked, "cos": real, "hidden": hidden, "relation": relation}
 
   def loss_sums(self, params, teacher_params, micro, dropout_rng):
     l = self.config.loss
     need_hidden = l.alpha_hidden > 0
-    kw = dict(attention_mask=micro["attention_mask"], output_hidden_states=need_hidden)
+    kw = dict(attention_mask=micro["attention_mask"], output_hidden_states=need_hidden,
+              output_qkv=l.alpha_relation > 0)
     real = micro["attention_mask"].astype(jnp.float32)
     ce_weights, labels = (micro["mlm_weights"] if l.ce_masked_only else real), micro["mlm_labels"]
     mlm_weights = micro["mlm_weights"]
@@ -309,6 +314,10 @@ class DistillationLoss:
       if need_hidden:
         sums["hidden"] = losses.hidden_states_loss(
             student_out.hidden_states, teacher_out.hidden_states, self.layer_map, real)
+      if l.alpha_relation > 0:
+        sums["relation"] = sum(attention_losses.relations_loss(
+            student_out.attention_qkv[s], teacher_out.attention_qkv[t], micro["attention_mask"],
+            self.relation_heads)[0] for s, t in self.relation_pairs)
     return sums
 
 
@@ -384,9 +393,17 @@ def abstract_data(config, vocab_size: int) -> Data:
 
 
 def build_loss(config, pair: ModelPair, token_probs, mask_id: int) -> DistillationLoss:
-  """The losses of `pair` as config.loss says, masking with `token_probs` ([vocab])."""
-  return DistillationLoss(config, pair.student, pair.teacher, token_probs, mask_id,
-                          hidden_layer_map(config, pair.student_config, pair.teacher_config))
+  """The losses of `pair` as config.loss says, masking with `token_probs` ([vocab]); a layer loss
+  that does not fit the two models is a ConfigError."""
+  layer_map = hidden_layer_map(config, pair.student_config, pair.teacher_config)
+  if pair.teacher is None:
+    return DistillationLoss(config, pair.student, pair.teacher, token_probs, mask_id, layer_map)
+  l, s, t = config.loss, pair.student_config, pair.teacher_config
+  relation_pairs = attention_losses.relation_layer_pairs(l.relation_layers, s.num_hidden_layers, t.num_hidden_layers)
+  relation_heads = l.relation_heads or s.num_attention_heads
+  checks.check_layer_losses(l, s, t, (), relation_pairs, relation_heads)
+  return DistillationLoss(config, pair.student, pair.teacher, token_probs, mask_id, layer_map, relation_pairs,
+                          relation_heads)
 
 
 def job_from_parts(config, pair: ModelPair, data: Data) -> train.Job:

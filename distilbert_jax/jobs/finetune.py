@@ -8,7 +8,7 @@
 A job is built in parts, which the compile command and the benchmarks can take one by one:
   build_models / build_abstract_models   the student (and a fine-tuned teacher, for task distillation)
   build_data                             the task's data, its training batches and the step count
-  task_loss.build_loss                   the losses (task_loss.py: loss_task, loss_kd, loss_hidden)
+  task_loss.build_loss                   the losses (task_loss.py: loss_task, loss_kd, loss_hidden, ...)
 make_job and make_abstract_job compose them through `_job`, which adds what the train step needs
 (the FLOPs, the batch shapes, the export).
 
@@ -57,8 +57,10 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   checks.check_directory(config.teacher.path, "teacher.path")
   for path in filter(None, (m.path, config.teacher.path)):
     input_pipeline.check_lengths(d, convert.read_model_config(path).max_position_embeddings, path)
-  if not config.teacher.path and (l.alpha_kd > 0 or l.alpha_hidden > 0) and l.alpha_task <= 0:
+  teacher_losses = (l.alpha_kd, l.alpha_hidden, l.alpha_attention, l.alpha_relation)
+  if not config.teacher.path and any(a > 0 for a in teacher_losses) and l.alpha_task <= 0:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
+  checks.check_layer_loss_fields(l)
   checks.check_schedule(config)
   if not data:
     return

@@ -2,12 +2,19 @@
 regression and SQuAD.
 
 Each loss is a sum over the batch; train divides it by its denominator (the batch's examples;
-for loss_hidden its real tokens times hidden size times mapped layers):
+for loss_hidden its real tokens times hidden size times mapped layers; for loss_attention its
+real (query, key) pairs times heads times mapped layers; for loss_relation its real tokens times
+relation heads times layer pairs):
   loss_task: cross-entropy on the labels (squared error for regression; for SQuAD the mean of
     the start and end cross-entropies, as transformers' question-answering heads)
   loss_kd: T^2 KL(teacher || student) of the softmax at temperature T (regression: squared error
     to the teacher's prediction; SQuAD: the mean of the start and end KLs)
   loss_hidden: MSE between chosen student and teacher hidden states over real tokens (TinyBERT)
+  loss_attention: MSE of the pre-softmax attention scores of the layers loss_hidden pairs
+    (TinyBERT, Jiao et al., 2020, eq. 3), over real queries and keys
+  loss_relation: KL(teacher || student) of the Q-Q, K-K and V-V self-attention relations over
+    loss.relation_heads relation heads (MiniLMv2, Wang et al., 2021), at loss.relation_layers
+The three layer losses read attention_losses.py and losses.py; the models give their inputs.
 """
 from __future__ import annotations
 
@@ -17,24 +24,36 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from distilbert_jax import losses
+from distilbert_jax import attention_losses, losses
+from distilbert_jax.jobs import checks
 from distilbert_jax.tasks.batches import model_kwargs
 
-LOSS_NAMES = ("task", "kd", "hidden")
+LOSS_NAMES = ("task", "kd", "hidden", "attention", "relation")
 
 
 def hidden_layer_map(config, student, teacher) -> tuple:
   """(student, teacher) hidden-state index pairs of loss_hidden: config.loss.hidden_layer_map, or
-  each student layer against the teacher layer (config.model.layers) it was copied from."""
-  if config.loss.hidden_layer_map or config.loss.alpha_hidden <= 0 or teacher is None:
+  each student layer against the teacher layer (config.model.layers) it was copied from. The
+  attention loss pairs the same layers."""
+  l = config.loss
+  if l.hidden_layer_map or (l.alpha_hidden <= 0 and l.alpha_attention <= 0) or teacher is None:
     return losses.hidden_layer_map(config.loss.hidden_layer_map, ())
   layers = tuple(config.model.layers) or tuple(range(student.config.num_hidden_layers))
   return losses.hidden_layer_map(config.loss.hidden_layer_map, layers)
 
 
 def build_loss(config, kind: str, student, teacher) -> "TaskLoss":
-  """The losses of a job of `kind` ("classification", "regression" or "squad")."""
-  return TaskLoss(config, student, teacher, kind, hidden_layer_map(config, student, teacher))
+  """The losses of a job of `kind` ("classification", "regression" or "squad"); a layer loss
+  that does not fit the two models is a ConfigError."""
+  layer_map = hidden_layer_map(config, student, teacher)
+  if teacher is None:
+    return TaskLoss(config, student, teacher, kind, layer_map)
+  l, s, t = config.loss, student.config, teacher.config
+  attention_pairs = attention_losses.attention_layer_pairs(layer_map)
+  relation_pairs = attention_losses.relation_layer_pairs(l.relation_layers, s.num_hidden_layers, t.num_hidden_layers)
+  relation_heads = l.relation_heads or s.num_attention_heads
+  checks.check_layer_losses(l, s, t, attention_pairs, relation_pairs, relation_heads)
+  return TaskLoss(config, student, teacher, kind, layer_map, attention_pairs, relation_pairs, relation_heads)
 
 
 @dataclasses.dataclass
@@ -44,24 +63,32 @@ class TaskLoss:
   student: Any
   teacher: Any
   kind: str  # "classification", "regression" or "squad"
-  layer_map: tuple
+  layer_map: tuple  # (student, teacher) hidden-state indices of loss_hidden
+  attention_pairs: tuple = ()  # (student, teacher) 0-based layers of loss_attention
+  relation_pairs: tuple = ()  # (student, teacher) 0-based layers of loss_relation
+  relation_heads: int = 0
 
   def denominators(self, batch):
     rows = jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
     real = jnp.sum(batch["attention_mask"].astype(jnp.float32))
     hidden = real * self.student.config.hidden_size * max(len(self.layer_map), 1)
-    return {"task": rows, "kd": rows, "hidden": hidden}
+    attention = (attention_losses.query_key_pairs(batch["attention_mask"]) * self.student.config.num_attention_heads
+                 * max(len(self.attention_pairs), 1))
+    relation = real * self.relation_heads * max(len(self.relation_pairs), 1)
+    return {"task": rows, "kd": rows, "hidden": hidden, "attention": attention, "relation": relation}
 
   def loss_sums(self, params, teacher_params, batch, dropout_rng):
     l = self.config.loss
-    need_hidden = l.alpha_hidden > 0 and self.teacher is not None
+    has_teacher = self.teacher is not None
+    need_hidden = l.alpha_hidden > 0 and has_teacher
+    need_qkv = (l.alpha_attention > 0 or l.alpha_relation > 0) and has_teacher
+    outputs = dict(output_hidden_states=need_hidden, output_qkv=need_qkv)
     student_out = self.student.apply({"params": params}, batch["input_ids"], deterministic=False,
-                                     rngs={"dropout": dropout_rng}, output_hidden_states=need_hidden,
-                                     **model_kwargs(self.student, batch))
+                                     rngs={"dropout": dropout_rng}, **outputs, **model_kwargs(self.student, batch))
     teacher_out = None
-    if self.teacher is not None:
+    if has_teacher:
       teacher_out = jax.lax.stop_gradient(self.teacher.apply(
-          {"params": teacher_params}, batch["input_ids"], deterministic=True, output_hidden_states=need_hidden,
+          {"params": teacher_params}, batch["input_ids"], deterministic=True, **outputs,
           **model_kwargs(self.teacher, batch)))
     sums = {}
     ones = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
@@ -82,10 +109,24 @@ class TaskLoss:
       sums["task"] = _cross_entropy(logits, batch["labels"])
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = losses.kl_div_loss(logits, teacher_out.logits, ones, l.temperature)[0]
-    if need_hidden:
-      real = batch["attention_mask"].astype(jnp.float32)
+    if has_teacher:
+      sums.update(self.layer_sums(student_out, teacher_out, batch["attention_mask"]))
+    return sums
+
+  def layer_sums(self, student_out, teacher_out, attention_mask) -> dict:
+    """The sums of the losses between the models' layers (hidden, attention, relation) that
+    config.loss weighs above 0; attention_mask [batch, length]."""
+    l, sums = self.config.loss, {}
+    if l.alpha_hidden > 0:
       sums["hidden"] = losses.hidden_states_loss(student_out.hidden_states, teacher_out.hidden_states,
-                                                 self.layer_map, real)
+                                                 self.layer_map, attention_mask.astype(jnp.float32))
+    student_qkv, teacher_qkv = student_out.attention_qkv, teacher_out.attention_qkv
+    if l.alpha_attention > 0:
+      sums["attention"] = sum(attention_losses.attention_score_loss(
+          *student_qkv[s][:2], *teacher_qkv[t][:2], attention_mask)[0] for s, t in self.attention_pairs)
+    if l.alpha_relation > 0:
+      sums["relation"] = sum(attention_losses.relations_loss(
+          student_qkv[s], teacher_qkv[t], attention_mask, self.relation_heads)[0] for s, t in self.relation_pairs)
     return sums
 
 

@@ -60,6 +60,10 @@ class DistilBertConfig:
     return self.n_layers
 
   @property
+  def num_attention_heads(self) -> int:
+    return self.n_heads
+
+  @property
   def num_labels(self) -> int:
     return len(self.id2label) if self.id2label else 2
 
