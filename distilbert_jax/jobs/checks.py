@@ -5,12 +5,13 @@
   check_processes(config)   the batch splits over the processes (needs jax.distributed up)
   check_layer_loss_fields(loss)  the attention and relation loss fields, before any model is read
   check_layer_losses(...)   the hidden, attention and relation losses fit the two models
+  checked_layer_pairs(...)  the layers and relation heads of those losses, checked
 """
 from __future__ import annotations
 
 import jax
 
-from distilbert_jax import errors
+from distilbert_jax import attention_losses, errors
 
 
 def check_schedule(config) -> None:
@@ -57,6 +58,18 @@ def check_layer_loss_fields(loss) -> None:
     if len(pair) != 2 or not all(isinstance(i, int) and i >= 0 for i in pair):
       raise errors.ConfigError(f"loss.relation_layers={tuple(loss.relation_layers)} must hold (student layer, "
                                f"teacher layer) pairs of 0-based indices, e.g. ((2, 5),)")
+
+
+def checked_layer_pairs(loss, student_config, teacher_config, hidden_map) -> tuple:
+  """(attention pairs, relation pairs, relation heads) of the layer losses, layers 0-based: the
+  layers hidden_map pairs (hidden-state indices), loss.relation_layers or the last of each, and
+  loss.relation_heads or the student's head count; checked by check_layer_losses."""
+  s, t = student_config, teacher_config
+  attention_pairs = attention_losses.attention_layer_pairs(hidden_map)
+  relation_pairs = attention_losses.relation_layer_pairs(loss.relation_layers, s.num_hidden_layers, t.num_hidden_layers)
+  relation_heads = loss.relation_heads or s.num_attention_heads
+  check_layer_losses(loss, s, t, attention_pairs, relation_pairs, relation_heads)
+  return attention_pairs, relation_pairs, relation_heads
 
 
 def check_layer_losses(loss, student_config, teacher_config, attention_pairs, relation_pairs, relation_heads) -> None:

@@ -398,10 +398,8 @@ def build_loss(config, pair: ModelPair, token_probs, mask_id: int) -> Distillati
   layer_map = hidden_layer_map(config, pair.student_config, pair.teacher_config)
   if pair.teacher is None:
     return DistillationLoss(config, pair.student, pair.teacher, token_probs, mask_id, layer_map)
-  l, s, t = config.loss, pair.student_config, pair.teacher_config
-  relation_pairs = attention_losses.relation_layer_pairs(l.relation_layers, s.num_hidden_layers, t.num_hidden_layers)
-  relation_heads = l.relation_heads or s.num_attention_heads
-  checks.check_layer_losses(l, s, t, (), relation_pairs, relation_heads)
+  _, relation_pairs, relation_heads = checks.checked_layer_pairs(config.loss, pair.student_config,
+                                                                 pair.teacher_config, ())
   return DistillationLoss(config, pair.student, pair.teacher, token_probs, mask_id, layer_map, relation_pairs,
                           relation_heads)
 

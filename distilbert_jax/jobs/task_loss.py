@@ -48,12 +48,8 @@ def build_loss(config, kind: str, student, teacher) -> "TaskLoss":
   layer_map = hidden_layer_map(config, student, teacher)
   if teacher is None:
     return TaskLoss(config, student, teacher, kind, layer_map)
-  l, s, t = config.loss, student.config, teacher.config
-  attention_pairs = attention_losses.attention_layer_pairs(layer_map)
-  relation_pairs = attention_losses.relation_layer_pairs(l.relation_layers, s.num_hidden_layers, t.num_hidden_layers)
-  relation_heads = l.relation_heads or s.num_attention_heads
-  checks.check_layer_losses(l, s, t, attention_pairs, relation_pairs, relation_heads)
-  return TaskLoss(config, student, teacher, kind, layer_map, attention_pairs, relation_pairs, relation_heads)
+  layer_pairs = checks.checked_layer_pairs(config.loss, student.config, teacher.config, layer_map)
+  return TaskLoss(config, student, teacher, kind, layer_map, *layer_pairs)
 
 
 @dataclasses.dataclass
