@@ -8,10 +8,14 @@ for loss_hidden its real tokens times hidden size times mapped layers):
   loss_kd: T^2 KL(teacher || student) of the softmax at temperature T (regression: squared error
     to the teacher's prediction; SQuAD: the mean of the start and end KLs)
   loss_hidden: MSE between chosen student and teacher hidden states over real tokens (TinyBERT)
+A batch with teacher_logits [batch, outputs] (augmented data, tasks/augmentation.py) takes the
+teacher's outputs from there, and the teacher is not run; its task_weight [batch] (0 for the
+augmented rows, which have no labels) weighs loss_task, whose denominator is then its sum.
 """
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any
 
 import jax
@@ -50,7 +54,8 @@ class TaskLoss:
     rows = jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
     real = jnp.sum(batch["attention_mask"].astype(jnp.float32))
     hidden = real * self.student.config.hidden_size * max(len(self.layer_map), 1)
-    return {"task": rows, "kd": rows, "hidden": hidden}
+    task = jnp.sum(batch["task_weight"]) if "task_weight" in batch else rows
+    return {"task": task, "kd": rows, "hidden": hidden}
 
   def loss_sums(self, params, teacher_params, batch, dropout_rng):
     l = self.config.loss
@@ -59,12 +64,15 @@ class TaskLoss:
                                      rngs={"dropout": dropout_rng}, output_hidden_states=need_hidden,
                                      **model_kwargs(self.student, batch))
     teacher_out = None
-    if self.teacher is not None:
+    if "teacher_logits" in batch:  # computed once, before training
+      teacher_out = types.SimpleNamespace(logits=batch["teacher_logits"])
+    elif self.teacher is not None:
       teacher_out = jax.lax.stop_gradient(self.teacher.apply(
           {"params": teacher_params}, batch["input_ids"], deterministic=True, output_hidden_states=need_hidden,
           **model_kwargs(self.teacher, batch)))
     sums = {}
     ones = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+    task_weight = batch.get("task_weight", ones)
     if self.kind == "squad":
       start, end = _masked_span_logits(student_out, batch["attention_mask"])
       sums["task"] = 0.5 * (_cross_entropy(start, batch["start_positions"]) + _cross_entropy(end, batch["end_positions"]))
@@ -74,12 +82,12 @@ class TaskLoss:
                             + losses.kl_div_loss(end, t_end, ones, l.temperature)[0])
     elif self.kind == "regression":
       prediction = student_out.logits[:, 0].astype(jnp.float32)
-      sums["task"] = jnp.sum((prediction - batch["labels"]) ** 2)
+      sums["task"] = jnp.sum(task_weight * (prediction - batch["labels"]) ** 2)
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = jnp.sum((prediction - teacher_out.logits[:, 0].astype(jnp.float32)) ** 2)
     else:
       logits = student_out.logits.astype(jnp.float32)
-      sums["task"] = _cross_entropy(logits, batch["labels"])
+      sums["task"] = _cross_entropy(logits, batch["labels"], task_weight)
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = losses.kl_div_loss(logits, teacher_out.logits, ones, l.temperature)[0]
     if need_hidden:
@@ -95,7 +103,8 @@ def _masked_span_logits(out, attention_mask):
   return tuple(jnp.where(keep, x.astype(jnp.float32), -1e9) for x in (out.start_logits, out.end_logits))
 
 
-def _cross_entropy(logits, labels):
-  """Summed cross-entropy: logits [batch, classes], labels [batch] int."""
+def _cross_entropy(logits, labels, weights=None):
+  """Summed cross-entropy: logits [batch, classes], labels [batch] int, weights [batch] (None: 1)."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.sum(jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[:, None], axis=-1))
+  picked = jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[:, None], axis=-1)[:, 0]
+  return -jnp.sum(picked if weights is None else weights * picked)
