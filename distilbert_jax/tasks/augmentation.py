@@ -11,8 +11,9 @@ and AugSBERT-style new pairs (Thakur et al. 2021) for pair tasks; the augmented 
   cached_array(path, compute)                               an .npy computed once (the teacher's
                                                               outputs on the augmented set)
 
-Each word (a unit of the tokenizer's pre-tokenizer: punctuation apart) that holds a letter is
-masked in the original text, alone, and the MLM's K most likely whole-word tokens at the mask
+Each word (a unit of the tokenizer's pre-tokenizer: punctuation apart) that holds a letter and
+is not a stop word (STOP_WORDS; TinyBERT skips NLTK's English list) is masked in the original
+text, alone, and the MLM's K most likely whole-word tokens at the mask
 are its candidates (TinyBERT: K=15). A word of several pieces is masked as one [MASK] token, so
 the MLM proposes single-piece words for it: TinyBERT takes GloVe neighbours for such words,
 which we do not have. Special tokens, "##" pieces, [unused] tokens, tokens without a letter and
@@ -50,6 +51,17 @@ from distilbert_jax.tasks.glue_tasks import Examples
 FORMAT_VERSION = 1
 # The settings that change the augmented set (the config's `augment` section names them).
 SETTING_NAMES = ("num_variants", "top_k", "replace_prob", "num_pairs", "seed", "mlm_max_length")
+# English function words, never replaced (nor sent to the MLM): a swap of these changes the
+# grammar more than the content, and skipping them halves the MLM's work.
+STOP_WORDS = frozenset("""
+a an the this that these those i me my mine myself we us our ours ourselves you your yours yourself
+yourselves he him his himself she her hers herself it its itself they them their theirs themselves
+what which who whom whose am is are was were be been being have has had having do does did doing
+will would shall should can could may might must and but if or nor because as until while of at by
+for with about against between into through during before after above below to from up down in out
+on off over under again further then once here there when where why how all any both each few more
+most other some such no not only own same so than too very s t don just now ll re ve d m o y
+""".split())
 
 
 class Word(NamedTuple):
@@ -88,7 +100,8 @@ def _masked_rows(texts: Sequence[str], tokenizer, max_length: int):
     for positions in pieces.values():
       first, last = positions[0], positions[-1]
       start, end = offsets[first][0], offsets[last][1]
-      if not any(c.isalpha() for c in text[start:end]):
+      word = text[start:end]
+      if not any(c.isalpha() for c in word) or word.lower() in STOP_WORDS:
         continue
       row = np.asarray(ids[:first] + [mask_id] + ids[last + 1:], np.int32)
       rows.append((row, first, ids[first] if first == last else -1))
