@@ -136,6 +136,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.mlm_path = ""
   # Texts are cut to this many MLM tokens; words past it are kept as they are.
   config.augment.mlm_max_length = 128
+  # Words masked together in one MLM row, far apart in their text (1: TinyBERT's one at a time;
+  # k > 1 runs the MLM about k times faster, each guess seeing k - 1 other masks).
+  config.augment.words_per_row = 1
   # "joint": originals carry loss_task and loss_kd, variants loss_kd alone; "kd": TinyBERT's
   # first phase, loss_kd alone on both (its second phase, labels on the originals, is a run with
   # num_variants=0 from this run's export).

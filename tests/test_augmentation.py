@@ -19,7 +19,8 @@ SENTENCES = ["the cat sat on a mat and the dog ran to the park with his old red 
              "he read the book in one day and then gave it to his friend at school",
              "they drove to the city to see a new film about a man and his horse",
              "she put the milk in the box and left the house before the rain came down"]
-SETTINGS = dict(num_variants=20, top_k=15, replace_prob=0.4, num_pairs=0, seed=0, mlm_max_length=64)
+SETTINGS = dict(num_variants=20, top_k=15, replace_prob=0.4, num_pairs=0, seed=0, mlm_max_length=64,
+                words_per_row=1)
 POSITIVE = ["a good film", "good acting and a good story", "truly good", "the food was good", "good fun",
             "so good", "a good day", "good music", "very good indeed", "good and warm"]
 NEGATIVE = ["a bad film", "bad acting and a bad story", "truly bad", "the food was bad", "bad fun",
@@ -244,6 +245,7 @@ def test_a_run_trains_on_cached_teacher_outputs_without_a_teacher_in_the_step(ti
     ("augment.phase", "both", "augment.phase='both'"),
     ("augment.num_pairs", 10, "new pairs need a pair task"),
     ("augment.mlm_path", "", "augment.mlm_path is empty"),
+    ("augment.words_per_row", 0, "augment.words_per_row=0"),
     ("loss.alpha_hidden", 1.0, "loss.alpha_hidden"),
 ])
 def test_bad_augment_settings_are_one_line_errors(tiny_teacher, tiny_mlm, sentiment, field, value, fragment):
@@ -258,3 +260,28 @@ def test_phase_kd_gives_every_row_task_weight_zero(tiny_teacher, tiny_mlm, senti
   _, iterator, _ = finetune.build_data(config, tmp_path)
   assert not iterator.arrays["task_weight"].any()
   assert augmented.is_augmenting(config)
+
+
+def test_the_compiled_step_of_an_augmented_run_takes_teacher_outputs_and_no_teacher(tiny_teacher, tiny_mlm, sentiment):
+  config = _augment_config(tiny_teacher, tiny_mlm, sentiment)
+  job = finetune.make_abstract_job(config, "cpu")
+  spec = job.batch_spec(8, 16)
+  assert job.frozen_model is None and spec["teacher_logits"].shape == (8, 2) and spec["task_weight"].shape == (8,)
+  config.augment.num_variants = 0
+  assert finetune.make_abstract_job(config, "cpu").frozen_model is not None
+
+
+def test_words_masked_together_get_candidates_of_their_own(tiny_mlm):
+  import transformers
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_mlm)
+  model, params = convert.load_pretrained(tiny_mlm, head="masked_lm")
+  one = augmentation.word_candidates(SENTENCES, tokenizer, model, params, top_k=15)
+  rows, _ = augmentation._masked_rows(SENTENCES, tokenizer, 128, 3)  # pylint: disable=protected-access
+  assert len(rows) == sum(-(-len(w) // 3) for w in one)
+  assert all(np.sum(row == tokenizer.mask_token_id) == len(masked) <= 3 for row, _, masked, _ in rows)
+  three = augmentation.word_candidates(SENTENCES, tokenizer, model, params, top_k=15, words_per_row=3)
+  assert [[(w.start, w.end) for w in ws] for ws in three] == [[(w.start, w.end) for w in ws] for ws in one]
+  assert all(len(w.candidates) == 15 for ws in three for w in ws)
+  # The other masks of a row change some of the guesses.
+  same = np.mean([a.candidates == b.candidates for x, y in zip(one, three) for a, b in zip(x, y)])
+  assert same < 1

@@ -45,8 +45,9 @@ def check_augment(config, data: bool = True) -> None:
   if is_squad(config.task):
     raise errors.ConfigError("augment: data augmentation is for sequence-classification tasks, not SQuAD; "
                              "set --config.augment.num_variants=0")
-  if a.top_k < 1:
-    raise errors.ConfigError(f"augment.top_k={a.top_k} must be >= 1")
+  for name in ("top_k", "words_per_row"):
+    if a[name] < 1:
+      raise errors.ConfigError(f"augment.{name}={a[name]} must be >= 1")
   if not 0 < a.replace_prob <= 1:
     raise errors.ConfigError(f"augment.replace_prob={a.replace_prob} must be in (0, 1]")
   if a.mlm_max_length < 3:

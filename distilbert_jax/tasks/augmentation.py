@@ -13,8 +13,9 @@ and AugSBERT-style new pairs (Thakur et al. 2021) for pair tasks; the augmented 
 
 Each word (a unit of the tokenizer's pre-tokenizer: punctuation apart) that holds a letter and
 is not a stop word (STOP_WORDS; TinyBERT skips NLTK's English list) is masked in the original
-text, alone, and the MLM's K most likely whole-word tokens at the mask
-are its candidates (TinyBERT: K=15). A word of several pieces is masked as one [MASK] token, so
+text, alone (words_per_row > 1: with others of the same text, far apart, in one MLM row, for
+speed), and the MLM's K most likely whole-word tokens at the mask are its candidates (TinyBERT:
+K=15). A word of several pieces is masked as one [MASK] token, so
 the MLM proposes single-piece words for it: TinyBERT takes GloVe neighbours for such words,
 which we do not have. Special tokens, "##" pieces, [unused] tokens, tokens without a letter and
 the word itself are never candidates. A variant replaces each word, with probability p
@@ -24,8 +25,9 @@ any text of `excluded` (the task's dev and test texts) are dropped. In a pair ta
 are varied, independently.
 
 The random draws of example i come from numpy's generator seeded (seed, 0, i) and those of the
-new pairs from (seed, 1): the same inputs and seed give the same file, byte for byte, however
-the MLM batches are cut.
+new pairs from (seed, 1), so an example's variants do not depend on the others; the same
+inputs, settings and seed give the same file, byte for byte (the MLM's candidates are those of
+one jitted program per bucket length).
 
 The cache file has one JSON object a line: {"id", "text_a", "text_b"} (text_b null for single
 sentences); ids are ORIGINAL_ID/v (the v-th variant kept) and pair/j. Its key hashes the
@@ -50,7 +52,7 @@ from distilbert_jax.tasks.glue_tasks import Examples
 
 FORMAT_VERSION = 1
 # The settings that change the augmented set (the config's `augment` section names them).
-SETTING_NAMES = ("num_variants", "top_k", "replace_prob", "num_pairs", "seed", "mlm_max_length")
+SETTING_NAMES = ("num_variants", "top_k", "replace_prob", "num_pairs", "seed", "mlm_max_length", "words_per_row")
 # English function words, never replaced (nor sent to the MLM): a swap of these changes the
 # grammar more than the content, and skipping them halves the MLM's work.
 STOP_WORDS = frozenset("""
@@ -83,77 +85,93 @@ def allowed_tokens(tokenizer, vocab_size: int) -> np.ndarray:
   return allowed
 
 
-def _masked_rows(texts: Sequence[str], tokenizer, max_length: int):
-  """(rows, words): rows [(token ids with one word as one [MASK] int32 [length], the mask's
-  position, the word's own token id or -1 when it has several pieces)]; words[t] the (start,
-  end) of text t's words, in the order of its rows. Words past max_length tokens are left out."""
+def _masked_rows(texts: Sequence[str], tokenizer, max_length: int, words_per_row: int):
+  """(rows, words): rows [(token ids int32 [length] with up to words_per_row words each
+  replaced by one [MASK], the masks' positions [m], the index of each masked word in `words`
+  [m], the words' own token ids [m] (-1 for a word of several pieces))]; words: (text index,
+  start, end) of every replaceable word, text by text. A text of n words gives ceil(n /
+  words_per_row) rows; row q masks words q, q + g, q + 2g, ... (g the row count), as far apart
+  as they can be. Words past max_length tokens are left out."""
   encoded = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,
                       padding=False, return_offsets_mapping=True)
   mask_id = tokenizer.mask_token_id
   rows, words = [], []
   for t, text in enumerate(texts):
     ids, offsets, word_ids = encoded["input_ids"][t], encoded["offset_mapping"][t], encoded.word_ids(t)
-    spans, pieces = [], {}
+    pieces = {}
     for position, w in enumerate(word_ids):
       if w is not None:
         pieces.setdefault(w, []).append(position)
+    if len(ids) == max_length and pieces:  # cut: the last word may have lost pieces
+      pieces.popitem()
+    spans = []  # (first piece, last piece) of each replaceable word
     for positions in pieces.values():
-      first, last = positions[0], positions[-1]
-      start, end = offsets[first][0], offsets[last][1]
-      word = text[start:end]
-      if not any(c.isalpha() for c in word) or word.lower() in STOP_WORDS:
-        continue
-      row = np.asarray(ids[:first] + [mask_id] + ids[last + 1:], np.int32)
-      rows.append((row, first, ids[first] if first == last else -1))
-      spans.append((start, end))
-    words.append(spans)
+      start, end = offsets[positions[0]][0], offsets[positions[-1]][1]
+      if any(c.isalpha() for c in text[start:end]) and text[start:end].lower() not in STOP_WORDS:
+        spans.append((positions[0], positions[-1]))
+        words.append((t, start, end))
+    first_word = len(words) - len(spans)
+    groups = -(-len(spans) // words_per_row)
+    for q in range(groups):
+      row, positions, cursor = [], [], 0
+      for w in range(q, len(spans), groups):
+        first, last = spans[w]
+        row += ids[cursor:first]
+        positions.append(len(row))
+        row.append(mask_id)
+        cursor = last + 1
+      row += ids[cursor:]
+      masked = list(range(first_word + q, first_word + len(spans), groups))
+      own = [ids[spans[w][0]] if spans[w][0] == spans[w][1] else -1 for w in range(q, len(spans), groups)]
+      rows.append((np.asarray(row, np.int32), positions, masked, own))
   return rows, words
 
 
 def make_top_tokens(model, allowed: np.ndarray, count: int) -> Callable:
-  """jitted top(params, input_ids [b, L], attention_mask [b, L], positions [b]) -> int32
-  [b, count]: the `count` most likely allowed tokens at each row's masked position (the
+  """jitted top(params, input_ids [b, L], attention_mask [b, L], positions [b, m]) -> int32
+  [b, m, count]: the `count` most likely allowed tokens at each masked position (the
   vocabulary projection only there)."""
   allowed = jnp.asarray(allowed)
 
   def top(params, input_ids, attention_mask, positions):
     out = model.apply({"params": params}, input_ids, attention_mask=attention_mask,
-                      masked_positions=positions[:, None], deterministic=True)
-    logits = jnp.where(allowed, out.logits[:, 0].astype(jnp.float32), -jnp.inf)
+                      masked_positions=positions, deterministic=True)
+    logits = jnp.where(allowed, out.logits.astype(jnp.float32), -jnp.inf)
     return jax.lax.top_k(logits, count)[1]
   return jax.jit(top)
 
 
 def word_candidates(texts: Sequence[str], tokenizer, model, params, top_k: int, *, max_length: int = 128,
-                    batch_size: int = 128, bucket_lengths: Sequence[int] = (16, 32, 64, 128)) -> list:
-  """[[Word]] of each text: its words and the top_k candidates of each. One MLM row per word,
-  length-sorted into batches of batch_size rows padded to the smallest bucket length that fits
-  (one compilation per bucket)."""
-  rows, spans = _masked_rows(texts, tokenizer, max_length)
+                    words_per_row: int = 1, batch_size: int = 128,
+                    bucket_lengths: Sequence[int] = (16, 32, 64, 128)) -> list:
+  """[[Word]] of each text: its words and the top_k candidates of each. MLM rows (see
+  _masked_rows; words_per_row=1 is TinyBERT's one masked word at a time) are length-sorted into
+  batches of batch_size rows padded to the smallest bucket length that fits (one compilation
+  per bucket)."""
+  rows, words = _masked_rows(texts, tokenizer, max_length, words_per_row)
   buckets = tuple(sorted(set(int(b) for b in bucket_lengths if b < max_length) | {max_length}))
   top = make_top_tokens(model, allowed_tokens(tokenizer, model.config.vocab_size), top_k + 1)
   order = np.argsort([len(r[0]) for r in rows], kind="stable")
-  found = np.zeros((len(rows), top_k + 1), np.int32)
+  found = np.zeros((len(words), top_k + 1), np.int32)
+  own = np.full(len(words), -1, np.int64)
   for begin in range(0, len(rows), batch_size):
     chosen = order[begin:begin + batch_size]
     length = next(b for b in buckets if b >= len(rows[chosen[-1]][0]))
     input_ids = np.zeros((batch_size, length), np.int32)
     attention_mask = np.zeros((batch_size, length), np.int32)
-    positions = np.zeros(batch_size, np.int32)
+    positions = np.zeros((batch_size, words_per_row), np.int32)
     for j, r in enumerate(chosen):
-      ids, position, _ = rows[r]
-      input_ids[j, :len(ids)], attention_mask[j, :len(ids)], positions[j] = ids, 1, position
-    found[chosen] = np.asarray(top(params, input_ids, attention_mask, positions))[:len(chosen)]
+      ids, masks = rows[r][0], rows[r][1]
+      input_ids[j, :len(ids)], attention_mask[j, :len(ids)], positions[j, :len(masks)] = ids, 1, masks
+    top_ids = np.asarray(top(params, input_ids, attention_mask, positions))
+    for j, r in enumerate(chosen):
+      masked = rows[r][2]
+      found[masked], own[masked] = top_ids[j, :len(masked)], rows[r][3]
   tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-  result, r = [], 0
-  for text_spans in spans:
-    words = []
-    for start, end in text_spans:
-      own = rows[r][2]
-      picked = [tokens[i] for i in found[r] if i != own and i < len(tokens)][:top_k]
-      words.append(Word(start, end, tuple(picked)))
-      r += 1
-    result.append(words)
+  result = [[] for _ in texts]
+  for w, (t, start, end) in enumerate(words):
+    picked = [tokens[i] for i in found[w] if i != own[w] and i < len(tokens)][:top_k]
+    result[t].append(Word(start, end, tuple(picked)))
   return result
 
 
@@ -251,7 +269,7 @@ def build_augmented(examples: Examples, settings: dict, mlm_path: str, excluded:
   model, params = convert.load_pretrained(mlm_path, head="masked_lm")
   texts = list(dict.fromkeys([*examples.text_a, *(examples.text_b or ())]))
   by_text = dict(zip(texts, word_candidates(texts, tokenizer, model, params, s["top_k"],
-                                            max_length=s["mlm_max_length"])))
+                                            max_length=s["mlm_max_length"], words_per_row=s["words_per_row"])))
   words_b = [by_text[t] for t in examples.text_b] if examples.text_b is not None else None
   variants = augment_examples(examples, [by_text[t] for t in examples.text_a], words_b,
                               num_variants=s["num_variants"], replace_prob=s["replace_prob"], seed=s["seed"],
