@@ -30,9 +30,8 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_common  # noqa: E402
-
 from configs.tiny import minilm_dir  # noqa: E402
-from distilbert_jax import atomic, convert  # noqa: E402
+from distilbert_jax import atomic, convert, models  # noqa: E402
 from distilbert_jax.models import bert  # noqa: E402
 from distilbert_jax.tasks import glue  # noqa: E402
 from distilbert_jax.tasks.task_data import holdout  # noqa: E402
@@ -88,7 +87,8 @@ def masked_batches(texts, tokenizer, rng, batch_size: int = 64):
 
 
 def encoder_states(model, params, texts, tokenizer, seed: int):
-  """(hidden [n, H] float32 at the masked positions, targets [n]) of the frozen encoder."""
+  """(hidden [n, H] float32 at the masked positions, targets [n]) of the frozen encoder's
+  last layer."""
   @jax.jit
   def states(input_ids, attention_mask, positions):
     out = model.apply({"params": params}, input_ids, attention_mask=attention_mask, deterministic=True)
@@ -113,12 +113,18 @@ def main(argv=None) -> int:
   parser.add_argument("--batch-size", type=int, default=256, help="masked positions per step")
   parser.add_argument("--learning-rate", type=float, default=2e-3)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--layers", type=int, default=0,
+                      help="keep only the encoder's first this many layers (a smaller, faster MLM); 0: all")
   args = parser.parse_args(argv)
   import transformers
   encoder = args.encoder or minilm_dir()
   tokenizer = transformers.AutoTokenizer.from_pretrained(encoder)
   model, params = convert.load_pretrained(encoder, head="masked_lm", init_missing_heads=True,
                                           rng=jax.random.PRNGKey(args.seed))
+  if args.layers:
+    config, params = convert.student_from_teacher(model.config, params, teacher_head="masked_lm",
+                                                  layers=tuple(range(args.layers)), student_type="bert")
+    model = models.get_model(config, "masked_lm")
   base = bert.BertModel(config=model.config, add_pooling_layer=False)
 
   texts = training_sentences(args.glue)
@@ -173,10 +179,12 @@ def main(argv=None) -> int:
   params = dict(params, cls=head_params)
   convert.save_pretrained(model, params, args.out, tokenizer_dir=encoder,
                           overwrite=True)
-  report = dict(encoder=str(encoder), training_sentences=len(train_texts), training_masked_tokens=int(len(train_t)),
+  report = dict(encoder=str(encoder), layers=model.config.num_hidden_layers, training_sentences=len(train_texts),
+                training_masked_tokens=int(len(train_t)),
                 heldout_sentences=len(eval_texts), heldout_masked_tokens=int(len(eval_t)), steps=steps,
                 heldout_top1=top1, heldout_top15=top15_accuracy, encoder_seconds=round(encode_seconds, 1),
-                train_seconds=round(train_seconds, 1), processor=bench_common.cpu_name(), cpu_threads=bench_common.cpu_threads())
+                train_seconds=round(train_seconds, 1), processor=bench_common.cpu_name(),
+                cpu_threads=bench_common.cpu_threads())
   atomic.write_text(Path(args.out) / "mlm_head.json", json.dumps(report, indent=2) + "\n")
   print(json.dumps(report, indent=2))
   return 0

@@ -111,7 +111,9 @@ def build_models(config, label_names, num_outputs: int, resuming: bool = False) 
   head = head_for(config.task)
   student, params = build_student(config, head, label_names, num_outputs, config.train.seed, resuming=resuming)
   # Augmented data carries the teacher's outputs (jobs/augmented.py): no teacher in the step.
-  teacher, teacher_params = (None, None) if augmented.is_augmenting(config) else build_teacher(config, head, num_outputs)
+  teacher, teacher_params = None, None
+  if not augmented.is_augmenting(config):
+    teacher, teacher_params = build_teacher(config, head, num_outputs)
   return student, params, teacher, teacher_params
 
 
