@@ -14,12 +14,10 @@ the batch, so the train step never runs the teacher.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from absl import logging
 
-from distilbert_jax import errors
+from distilbert_jax import errors, storage
 from distilbert_jax.jobs import checks
 from distilbert_jax.tasks import augmentation, glue
 from distilbert_jax.tasks.task_data import EvalSet, TaskData, is_squad
@@ -79,7 +77,7 @@ def augmented_train(config, data: TaskData, tokenizer, workdir, teacher_outputs)
   arrays, called only when the cache has no outputs for them."""
   a = config.augment
   excluded = augmentation.texts_of([s.examples for s in [*data.evals, *data.tests]])
-  cache_dir = Path(workdir) / "augment"
+  cache_dir = storage.path(workdir) / "augment"
   mlm_path = checks.check_directory(a.mlm_path, "augment.mlm_path")
   examples, key = augmentation.augmented_examples(data.train_examples, a.to_dict(), mlm_path, cache_dir, excluded)
   extra = glue.encode(examples, tokenizer, config.data.max_length)

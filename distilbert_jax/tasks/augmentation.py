@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from distilbert_jax import atomic
+from distilbert_jax import atomic, storage
 from distilbert_jax.tasks.glue_tasks import Examples
 
 FORMAT_VERSION = 1
@@ -284,9 +284,10 @@ def build_augmented(examples: Examples, settings: dict, mlm_path: str, excluded:
 def augmented_examples(examples: Examples, settings: dict, mlm_path: str, cache_dir,
                        excluded: frozenset = frozenset()) -> tuple[Examples, str]:
   """(the augmented set of `examples`, its cache key): read from cache_dir/augmented-KEY.jsonl
-  when there, else built (build_augmented) and written there once, atomically."""
+  when there, else built (build_augmented) and written there once, atomically. cache_dir: a
+  local path or a storage URI (gs://)."""
   key = cache_key(examples, settings, mlm_path, excluded)
-  path = Path(cache_dir) / f"augmented-{key}.jsonl"
+  path = storage.path(cache_dir) / f"augmented-{key}.jsonl"
   if path.is_file():
     logging.info("augmented set %s reused", path)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -304,9 +305,10 @@ def augmented_examples(examples: Examples, settings: dict, mlm_path: str, cache_
 
 def cached_array(path, compute: Callable[[], np.ndarray]) -> np.ndarray:
   """The array in the .npy file `path`, or compute() written there once, atomically."""
-  path = Path(path)
+  path = storage.path(path)
   if path.is_file():
-    return np.load(path)
+    with path.open("rb") as f:
+      return np.load(f)
   array = np.asarray(compute())
   with atomic.writing(path, "wb") as f:
     np.save(f, array)
