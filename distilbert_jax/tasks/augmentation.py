@@ -15,9 +15,8 @@ Each word (a unit of the tokenizer's pre-tokenizer: punctuation apart) that hold
 is not a stop word (STOP_WORDS; TinyBERT skips NLTK's English list) is masked in the original
 text, alone (words_per_row > 1: with others of the same text, far apart, in one MLM row, for
 speed), and the MLM's K most likely whole-word tokens at the mask are its candidates (TinyBERT:
-K=15). A word of several pieces is masked as one [MASK] token, so
-the MLM proposes single-piece words for it: TinyBERT takes GloVe neighbours for such words,
-which we do not have. Special tokens, "##" pieces, [unused] tokens, tokens without a letter and
+K=15). A word of several pieces is masked as one [MASK] token, so the MLM proposes
+single-piece words for it (TinyBERT takes GloVe neighbours for such words). Special tokens, "##" pieces, [unused] tokens, tokens without a letter and
 the word itself are never candidates. A variant replaces each word, with probability p
 (TinyBERT: 0.4), by one of its candidates drawn uniformly; N variants are drawn (TinyBERT:
 N_a=20), and those equal to the original, to an earlier variant, or (either text of a pair) to
@@ -54,7 +53,7 @@ FORMAT_VERSION = 1
 # The settings that change the augmented set (the config's `augment` section names them).
 SETTING_NAMES = ("num_variants", "top_k", "replace_prob", "num_pairs", "seed", "mlm_max_length", "words_per_row")
 # English function words, never replaced (nor sent to the MLM): a swap of these changes the
-# grammar more than the content, and skipping them halves the MLM's work.
+# grammar more than the content, and skipping them spares the MLM roughly half the words.
 STOP_WORDS = frozenset("""
 a an the this that these those i me my mine myself we us our ours ourselves you your yours yourself
 yourselves he him his himself she her hers herself it its itself they them their theirs themselves
