@@ -12,11 +12,12 @@ and AugSBERT-style new pairs (Thakur et al. 2021) for pair tasks; the augmented 
                                                               outputs on the augmented set)
 
 Each word (a unit of the tokenizer's pre-tokenizer: punctuation apart) that holds a letter and
-is not a stop word (STOP_WORDS; TinyBERT skips NLTK's English list) is masked in the original
-text, alone (words_per_row > 1: with others of the same text, far apart, in one MLM row, for
-speed), and the MLM's K most likely whole-word tokens at the mask are its candidates (TinyBERT:
-K=15). A word of several pieces is masked as one [MASK] token, so the MLM proposes
-single-piece words for it (TinyBERT takes GloVe neighbours for such words). Special tokens, "##" pieces, [unused] tokens, tokens without a letter and
+is neither a stop word (STOP_WORDS; TinyBERT skips NLTK's English list) nor a part of a
+contraction is masked in the original text, alone (words_per_row > 1: with others of the same
+text, far apart, in one MLM row, for speed), and the MLM's K most likely whole-word tokens at
+the mask are its candidates (TinyBERT: K=15). A word of several pieces is masked as one [MASK]
+token, so the MLM proposes single-piece words for it (TinyBERT takes GloVe neighbours for such
+words). Special tokens, "##" pieces, [unused] tokens, tokens without a letter, stop words and
 the word itself are never candidates. A variant replaces each word, with probability p
 (TinyBERT: 0.4), by one of its candidates drawn uniformly; N variants are drawn (TinyBERT:
 N_a=20), and those equal to the original, to an earlier variant, or (either text of a pair) to
@@ -74,11 +75,12 @@ class Word(NamedTuple):
 
 # ===================================================================================== MLM candidates
 def allowed_tokens(tokenizer, vocab_size: int) -> np.ndarray:
-  """bool [vocab_size]: tokens that may replace a word (a whole word holding a letter)."""
+  """bool [vocab_size]: tokens that may replace a word (a whole word holding a letter, not a
+  stop word: a content word is replaced by a content word)."""
   special = set(tokenizer.all_special_tokens)
   allowed = np.zeros(vocab_size, bool)
   for token, i in tokenizer.get_vocab().items():
-    if i < vocab_size and token not in special and not token.startswith("##") \
+    if i < vocab_size and token not in special and not token.startswith("##") and token not in STOP_WORDS \
         and not re.fullmatch(r"\[.*\]", token) and any(c.isalpha() for c in token):
       allowed[i] = True
   return allowed
@@ -106,7 +108,9 @@ def _masked_rows(texts: Sequence[str], tokenizer, max_length: int, words_per_row
     spans = []  # (first piece, last piece) of each replaceable word
     for positions in pieces.values():
       start, end = offsets[positions[0]][0], offsets[positions[-1]][1]
-      if any(c.isalpha() for c in text[start:end]) and text[start:end].lower() not in STOP_WORDS:
+      # A part of a contraction ("won" of "won't") is no word of its own.
+      apostrophe = text[end:end + 1] in ("'", "\u2019") or text[max(start - 1, 0):start] in ("'", "\u2019")
+      if any(c.isalpha() for c in text[start:end]) and text[start:end].lower() not in STOP_WORDS and not apostrophe:
         spans.append((positions[0], positions[-1]))
         words.append((t, start, end))
     first_word = len(words) - len(spans)
