@@ -129,6 +129,32 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.multihost = False
   config.train.progress_bar = True
 
+  # TinyBERT's data augmentation (Jiao et al. 2020) for task distillation: the student learns
+  # the teacher's outputs (computed once, cached in WORKDIR/augment) on variants of each training
+  # example; see docs/finetuning.md. Needs teacher.path and loss.alpha_kd > 0.
+  config.augment = ml_collections.ConfigDict()
+  # Variants drawn per training example (TinyBERT's N_a = 20); 0: no augmentation.
+  config.augment.num_variants = 0
+  # Candidates per word: the MLM's K most likely words at the masked word (TinyBERT: 15).
+  config.augment.top_k = 15
+  # Probability that a variant replaces each word (TinyBERT's p_t = 0.4).
+  config.augment.replace_prob = 0.4
+  # Pair tasks: this many new pairs of the task's own training texts, labelled by the teacher
+  # (AugSBERT's random sampling); 0: none.
+  config.augment.num_pairs = 0
+  config.augment.seed = 0
+  # A model with a masked-LM head (Hugging Face or distilbert_jax directory) and its tokenizer.
+  config.augment.mlm_path = ""
+  # Texts are cut to this many MLM tokens; words past it are kept as they are.
+  config.augment.mlm_max_length = 128
+  # Words masked together in one MLM row, far apart in their text (1: TinyBERT's one at a time;
+  # k > 1 runs the MLM about k times faster, each guess seeing k - 1 other masks).
+  config.augment.words_per_row = 1
+  # "joint": originals carry loss_task and loss_kd, variants loss_kd alone; "kd": TinyBERT's
+  # first phase, loss_kd alone on both (its second phase, labels on the originals, is a run with
+  # num_variants=0 from this run's export).
+  config.augment.phase = "joint"
+
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = defaults.EVAL_BATCH_SIZE
 

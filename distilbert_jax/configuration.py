@@ -49,11 +49,12 @@ def load(spec: str) -> ml_collections.ConfigDict:
 # The config fields that name files or directories (those a config lacks are skipped), and the
 # one that holds data source specs. "embedded" names the generated corpus, not a file.
 PATH_FIELDS = ("model.path", "teacher.path", "data.dir", "data.tfds_data_dir", "data.train", "data.eval",
-               "data.test", "data.tokenizer_dir", "data.cache_dir", "mask.token_counts", "eval_heldout")
+               "data.test", "data.tokenizer_dir", "data.cache_dir", "mask.token_counts", "eval_heldout",
+               "augment.mlm_path")
 SOURCES_FIELD = "data.sources"
 NOT_A_PATH = ("", "embedded")
 # The path fields that may name a Hugging Face Hub repo id (`org/name`, `org/name@revision`).
-MODEL_FIELDS = ("model.path", "teacher.path", "data.tokenizer_dir")
+MODEL_FIELDS = ("model.path", "teacher.path", "data.tokenizer_dir", "augment.mlm_path")
 # The path fields kept as object-store URIs (gs://): an output, and TFDS, which reads buckets
 # itself. Remote files and directories in the other fields are read from local copies.
 REMOTE_AS_IS = ("data.cache_dir", "data.tfds_data_dir")

@@ -35,7 +35,7 @@ from absl import logging
 from distilbert_jax import convert, errors, models, storage, train
 from distilbert_jax.data import input_pipeline
 from distilbert_jax.hardware import flops
-from distilbert_jax.jobs import checks
+from distilbert_jax.jobs import augmented, checks
 from distilbert_jax.jobs.task_loss import LOSS_NAMES, build_loss
 from distilbert_jax.tasks import glue
 from distilbert_jax.tasks.batches import ArrayBatches
@@ -62,6 +62,7 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
   checks.check_layer_loss_fields(l)
   checks.check_schedule(config)
+  augmented.check_augment(config, data)
   if not data:
     return
   if d.source not in ("dir", "tfds"):
@@ -111,7 +112,10 @@ def build_models(config, label_names, num_outputs: int, resuming: bool = False) 
   """(student, its float32 params, teacher, its params): the teacher None without teacher.path."""
   head = head_for(config.task)
   student, params = build_student(config, head, label_names, num_outputs, config.train.seed, resuming=resuming)
-  teacher, teacher_params = build_teacher(config, head, num_outputs)
+  # Augmented data carries the teacher's outputs (jobs/augmented.py): no teacher in the step.
+  teacher, teacher_params = None, None
+  if not augmented.is_augmenting(config):
+    teacher, teacher_params = build_teacher(config, head, num_outputs)
   return student, params, teacher, teacher_params
 
 
@@ -130,7 +134,7 @@ def build_abstract_models(config, label_names, num_outputs: int, platform: str) 
     student_config = convert.read_model_config(m.path, id2label=id2label, **train.compile_fields(m, platform))
   student = models.get_model(student_config, head, dtype=models.resolve_dtype(m.dtype, platform))
   teacher, teacher_params = None, None
-  if t.path:
+  if t.path and not augmented.is_augmenting(config):
     teacher_config = convert.read_model_config(t.path, **train.compile_fields(t, platform))
     teacher = models.get_model(teacher_config, head, dtype=models.resolve_dtype(t.dtype, platform))
     teacher_params = train.abstract_params(teacher, teacher.dtype)
@@ -218,12 +222,20 @@ def build_teacher(config, head: str, num_outputs: int):
 
 
 # ===================================================================================== data
-def build_data(config) -> tuple[TaskData, ArrayBatches, int]:
+def build_data(config, workdir=None) -> tuple[TaskData, ArrayBatches, int]:
   """(the task's data, this process's training batches, the number of optimizer steps:
-  train.num_steps, or train.num_epochs of batches)."""
+  train.num_steps, or train.num_epochs of batches). With config.augment, the batches also hold
+  the augmented examples, cached in workdir/augment (jobs/augmented.py)."""
   t = config.train
-  data = load_task_data(config, tokenizer_for(config))
-  iterator = ArrayBatches(data.train, global_batch_size=t.batch_size, bucket_lengths=config.data.bucket_lengths,
+  tokenizer = tokenizer_for(config)
+  data = load_task_data(config, tokenizer)
+  train_arrays = data.train
+  if augmented.is_augmenting(config):
+    def teacher_outputs(eval_set):
+      teacher, teacher_params = build_teacher(config, head_for(config.task), task_outputs(config, data.task)[1])
+      return Evaluator(teacher, data, config).outputs(teacher_params, eval_set)[0]
+    train_arrays = augmented.augmented_train(config, data, tokenizer, workdir, teacher_outputs)
+  iterator = ArrayBatches(train_arrays, global_batch_size=t.batch_size, bucket_lengths=config.data.bucket_lengths,
                           seed=config.data.shuffle_seed, process_index=jax.process_index(),
                           process_count=jax.process_count())
   num_steps = t.num_steps if t.num_steps > 0 else int(math.ceil(t.num_epochs * iterator.batches_per_epoch))
@@ -234,7 +246,7 @@ def build_data(config) -> tuple[TaskData, ArrayBatches, int]:
 def make_job(config: ml_collections.ConfigDict, workdir: Path) -> train.Job:
   """Data, models, losses and evaluation of a fine-tuning (or task distillation) run."""
   checks.check_processes(config)
-  data, iterator, num_steps = build_data(config)
+  data, iterator, num_steps = build_data(config, workdir)
   kind, num_outputs, label_names = task_outputs(config, data.task)
   student, params, teacher, teacher_params = build_models(config, label_names, num_outputs,
                                                           resuming=has_checkpoints(workdir))
@@ -284,6 +296,9 @@ def _job(config, kind: str, student, params, teacher, teacher_params, iterator, 
     spec = dict(input_ids=tokens, attention_mask=tokens, token_type_ids=tokens)
     if kind == "squad":
       return dict(spec, start_positions=rows(jnp.int32), end_positions=rows(jnp.int32))
+    if augmented.is_augmenting(config):  # jobs/augmented.py
+      spec.update(task_weight=rows(jnp.float32),
+                  teacher_logits=jax.ShapeDtypeStruct((batch_size, student.config.num_labels), jnp.float32))
     return dict(spec, labels=rows(jnp.float32 if kind == "regression" else jnp.int32))
 
   def export(trained_params, out_dir):

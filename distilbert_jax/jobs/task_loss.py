@@ -15,10 +15,14 @@ relation heads times layer pairs):
   loss_relation: KL(teacher || student) of the Q-Q, K-K and V-V self-attention relations over
     loss.relation_heads relation heads (MiniLMv2, Wang et al., 2021), at loss.relation_layers
 The three layer losses read attention_losses.py and losses.py; the models give their inputs.
+A batch with teacher_logits [batch, outputs] (augmented data, tasks/augmentation.py) takes the
+teacher's outputs from there, and the teacher is not run; its task_weight [batch] (0 for the
+augmented rows, which have no labels) weighs loss_task, whose denominator is then its sum.
 """
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any
 
 import jax
@@ -71,7 +75,8 @@ class TaskLoss:
     attention = (attention_losses.query_key_pairs(batch["attention_mask"]) * self.student.config.num_attention_heads
                  * max(len(self.attention_pairs), 1))
     relation = real * self.relation_heads * max(len(self.relation_pairs), 1)
-    return {"task": rows, "kd": rows, "hidden": hidden, "attention": attention, "relation": relation}
+    task = jnp.sum(batch["task_weight"]) if "task_weight" in batch else rows
+    return {"task": task, "kd": rows, "hidden": hidden, "attention": attention, "relation": relation}
 
   def loss_sums(self, params, teacher_params, batch, dropout_rng):
     l = self.config.loss
@@ -82,12 +87,15 @@ class TaskLoss:
     student_out = self.student.apply({"params": params}, batch["input_ids"], deterministic=False,
                                      rngs={"dropout": dropout_rng}, **outputs, **model_kwargs(self.student, batch))
     teacher_out = None
-    if has_teacher:
+    if "teacher_logits" in batch:  # computed once, before training
+      teacher_out = types.SimpleNamespace(logits=batch["teacher_logits"])
+    elif has_teacher:
       teacher_out = jax.lax.stop_gradient(self.teacher.apply(
           {"params": teacher_params}, batch["input_ids"], deterministic=True, **outputs,
           **model_kwargs(self.teacher, batch)))
     sums = {}
     ones = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+    task_weight = batch.get("task_weight", ones)
     if self.kind == "squad":
       start, end = _masked_span_logits(student_out, batch["attention_mask"])
       sums["task"] = 0.5 * (_cross_entropy(start, batch["start_positions"]) + _cross_entropy(end, batch["end_positions"]))
@@ -97,12 +105,12 @@ class TaskLoss:
                             + losses.kl_div_loss(end, t_end, ones, l.temperature)[0])
     elif self.kind == "regression":
       prediction = student_out.logits[:, 0].astype(jnp.float32)
-      sums["task"] = jnp.sum((prediction - batch["labels"]) ** 2)
+      sums["task"] = jnp.sum(task_weight * (prediction - batch["labels"]) ** 2)
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = jnp.sum((prediction - teacher_out.logits[:, 0].astype(jnp.float32)) ** 2)
     else:
       logits = student_out.logits.astype(jnp.float32)
-      sums["task"] = _cross_entropy(logits, batch["labels"])
+      sums["task"] = _cross_entropy(logits, batch["labels"], task_weight)
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = losses.kl_div_loss(logits, teacher_out.logits, ones, l.temperature)[0]
     if has_teacher:
@@ -132,7 +140,8 @@ def _masked_span_logits(out, attention_mask):
   return tuple(jnp.where(keep, x.astype(jnp.float32), -1e9) for x in (out.start_logits, out.end_logits))
 
 
-def _cross_entropy(logits, labels):
-  """Summed cross-entropy: logits [batch, classes], labels [batch] int."""
+def _cross_entropy(logits, labels, weights=None):
+  """Summed cross-entropy: logits [batch, classes], labels [batch] int, weights [batch] (None: 1)."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.sum(jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[:, None], axis=-1))
+  picked = jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[:, None], axis=-1)[:, 0]
+  return -jnp.sum(picked if weights is None else weights * picked)

@@ -48,7 +48,9 @@ class ArrayBatches:
     batches, lengths = self._epoch_plan(epoch)
     rows, length = batches[index, self._rows], int(lengths[index])
     self.next_batch += 1
-    return {k: v[rows, :length] if v.ndim == 2 else v[rows] for k, v in self.arrays.items()}
+    # Token arrays are cut to the batch's length; other rows (teacher_logits [n, outputs]) are whole.
+    width = self.arrays["input_ids"].shape[1]
+    return {k: v[rows, :length] if v.ndim == 2 and v.shape[1] == width else v[rows] for k, v in self.arrays.items()}
 
   def get_state(self) -> dict:
     return {"next_batch": self.next_batch, "num_examples": len(self.lengths),

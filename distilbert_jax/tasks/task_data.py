@@ -42,6 +42,7 @@ class TaskData:
   evals: list  # [EvalSet]: scored, and the first one's main metric picks the best model
   label_names: Optional[tuple]  # None: regression or SQuAD
   tests: list = dataclasses.field(default_factory=list)  # [EvalSet] without labels: predicted only
+  train_examples: Any = None  # the glue.Examples that `train` encodes (None for SQuAD), for augmentation
 
 
 def tokenizer_for(config):
@@ -113,7 +114,7 @@ def load_task_data(config, tokenizer, splits=("train", "eval")) -> TaskData:
   encode = lambda examples: {name: EvalSet(name, glue.encode(ex, tokenizer, d.max_length), ex)
                              for name, ex in examples.items()}
   return TaskData(task, train_arrays, list(encode(eval_examples).values()), task.label_names,
-                  list(encode(test_examples).values()))
+                  list(encode(test_examples).values()), train_examples if "train" in splits else None)
 
 
 def holdout(examples: glue.Examples, fraction: float, seed: int) -> tuple[glue.Examples, glue.Examples]:
