@@ -113,7 +113,7 @@ class TaskLoss:
       sums["task"] = _cross_entropy(logits, batch["labels"], task_weight)
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = losses.kl_div_loss(logits, teacher_out.logits, ones, l.temperature)[0]
-    if has_teacher:
+    if has_teacher and "teacher_logits" not in batch:  # cached outputs carry no layers
       sums.update(self.layer_sums(student_out, teacher_out, batch["attention_mask"]))
     return sums
 
