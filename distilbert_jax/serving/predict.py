@@ -125,7 +125,7 @@ class Predictor:
   def columns(self) -> tuple:
     return inputs.QA_COLUMNS if self.spans else inputs.PAIR_COLUMNS
 
-  def _outputs(self, arrays: dict) -> tuple:
+  def outputs(self, arrays: dict) -> tuple:
     """Model outputs of every row of `arrays` (int32 [n, L] input_ids, attention_mask,
     token_type_ids, and lengths [n]), in row order: ([n, C],) or ([n, L], [n, L]) with -1e9 past
     each row's bucket."""
@@ -152,7 +152,7 @@ class Predictor:
           result[batch_rows, :o.shape[1]] = o[:len(batch_rows)]
     return results
 
-  def _encode(self, texts: Sequence[tuple[str, ...]]) -> dict:
+  def encode(self, texts: Sequence[tuple[str, ...]]) -> dict:
     """glue.encode's tokens (truncation longest_first), padded with zeros to the longest row
     (each batch pads again to its bucket)."""
     encoded = [None] * len(texts)
@@ -180,7 +180,7 @@ class Predictor:
       return []
     if self.spans:
       return self._answers(texts)
-    (logits,) = self._outputs(self._encode(texts))
+    (logits,) = self.outputs(self.encode(texts))
     if self.regression:
       return [{"score": float(x[0])} for x in logits]
     logits = logits.astype(np.float64)
@@ -195,7 +195,7 @@ class Predictor:
     features = squad.prepare_features(examples, self.tokenizer, self.max_length, self.doc_stride,
                                       max_query_length=self.max_query_length)
     arrays = dict(features.arrays(), lengths=features.attention_mask.sum(axis=1).astype(np.int32))
-    start_logits, end_logits = self._outputs(arrays)
+    start_logits, end_logits = self.outputs(arrays)
     best, _ = squad.best_spans(features, start_logits, end_logits, defaults.N_BEST_SIZE,
                                defaults.MAX_ANSWER_LENGTH)
     records = []
