@@ -305,8 +305,8 @@ def child_levers(model_dir: str, data: str, rows: int) -> list[dict]:
   for label, extra_env, cores in settings:
     env = {**os.environ, **extra_env, "JAX_PLATFORMS": "cpu"}
     args = [sys.executable, __file__, "--child", model_dir, "--data", data, "--rows", str(rows)]
-    if cores:
-      args += ["--child-cores", cores]
+    if cores or os.environ.get("BENCH_SERVING_CORES"):
+      args += ["--child-cores", cores or os.environ["BENCH_SERVING_CORES"]]
     result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     lines = [l for l in result.stdout.splitlines() if l.startswith(CHILD_MARKER + " ")]
     if result.returncode or not lines:
@@ -367,6 +367,9 @@ def main() -> None:
   parser.add_argument("--models", default=",".join(MODELS), help=f"Some of {', '.join(MODELS)}.")
   parser.add_argument("--no-onnx", action="store_true", help="Leave ONNX Runtime out.")
   parser.add_argument("--no-levers", action="store_true")
+  parser.add_argument("--cores", type=int, default=None,
+                      help="Run everything on this many cores (sched_setaffinity; PyTorch and ONNX Runtime get as many "
+                      "threads): a fairer comparison on a machine other jobs oversubscribe.")
   parser.add_argument("--out", default=None, help="Write the figures here (JSON).")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--child-cores", default=None, help=argparse.SUPPRESS)
@@ -375,10 +378,16 @@ def main() -> None:
     child_main(args.child, args.data, args.rows, args.child_cores)
     return
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  if args.cores:  # before jax starts its thread pool, which sizes itself to the affinity
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
+    import torch
+    torch.set_num_threads(args.cores)
   names = [n for n in args.models.split(",") if n]
   unknown = [n for n in names if n not in MODELS]
   if unknown:
     sys.exit(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+  if args.cores:
+    os.environ["BENCH_SERVING_CORES"] = str(args.cores)  # the child processes' setting too
   pairs = read_pairs(args.data, args.rows)
   env = environment()
   native_bf16 = cpu_flags() != "no native bfloat16"
@@ -386,7 +395,7 @@ def main() -> None:
   import onnxruntime
   result = dict(environment=env, cpu_flags=cpu_flags(), onnxruntime=onnxruntime.__version__,
                 data=os.path.basename(os.path.dirname(args.data)) + "/" + os.path.basename(args.data),
-                rows=len(pairs), load_average_start=os.getloadavg(), batch1={}, throughput={}, levers=[],
+                rows=len(pairs), cores_setting=args.cores, load_average_start=os.getloadavg(), batch1={}, throughput={}, levers=[],
                 child_levers=[])
   with tempfile.TemporaryDirectory() as tmp:
     dirs = build_model_dirs(Path(tmp), names + ([LEVER_MODEL] if LEVER_MODEL not in names else []))
