@@ -66,8 +66,18 @@ def assert_outputs_match(pt, model, params, model_type, head, seed=0):
 def test_hf_directory_loads_and_matches_pytorch(tmp_path, model_type, head):
   directory, pt, _ = hf_dir(tmp_path, model_type, head)
   model, params = convert.load_pretrained(directory, head=head)
-  assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(params))
   assert_outputs_match(pt, model, params, model_type, head)
+
+
+def test_loaded_params_live_on_the_default_device_and_host_copies_on_request(tmp_path):
+  directory, _, _ = hf_dir(tmp_path, "bert", "sequence_classification")
+  _, params = convert.load_pretrained(directory, head="sequence_classification")
+  leaves = jax.tree.leaves(params)
+  assert leaves and all(isinstance(x, jax.Array) and x.devices() == {jax.devices()[0]} for x in leaves)
+  _, host = convert.load_pretrained(directory, head="sequence_classification", on_device=False)
+  assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(host))
+  for a, b in zip(leaves, jax.tree.leaves(host)):
+    np.testing.assert_array_equal(np.asarray(a), b)
 
 
 @pytest.mark.parametrize("model_type,head", HEADS)

@@ -121,7 +121,7 @@ def test_labels_and_probabilities_equal_transformers_in_input_order(classifier, 
   np.testing.assert_allclose(probabilities, expected, atol=1e-5, rtol=0)
   # One compile per bucket the rows fall in, whatever the chunks and the order of lengths.
   predictor = predict.Predictor(classifier)
-  lengths = predictor._encode([(t,) for t in texts])["lengths"]
+  lengths = predictor.encode([(t,) for t in texts])["lengths"]
   assert predictor.buckets == (16, 32, 64)
   assert COMPILES.count == len(set(np.searchsorted(predictor.buckets, lengths))) == 3
 
@@ -226,3 +226,60 @@ def test_stdin_input_and_one_line_errors_through_the_command_line(classifier, tm
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- serving one request at a time
+
+def test_batch_one_runs_in_16_token_buckets_compiled_ahead_and_matches_transformers(classifier):
+  texts = _texts(12, seed=3)
+  predictor = predict.Predictor(classifier, batch_size=1)
+  assert predictor.buckets == (16, 32, 48, 64)  # every multiple of 16 up to max_position_embeddings
+  lengths = predictor.encode([(t,) for t in texts])["lengths"]
+  COMPILES.active, COMPILES.count = True, 0
+  try:
+    predictor.warm_up()
+    compiled_ahead = COMPILES.count
+    records = [predictor.predict_rows([(t,)])[0] for t in texts]
+  finally:
+    COMPILES.active = False
+  assert compiled_ahead == COMPILES.count == 4  # warm_up compiles every bucket; requests compile nothing
+  assert {predictor.bucket_of(int(n)) for n in lengths} == {16, 32, 48, 64}
+  assert [predictor.bucket_of(n) for n in (1, 16, 17, 33, 64)] == [16, 16, 32, 48, 64]
+  logits = _torch_logits(classifier, texts)
+  expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  probabilities = np.array([[r["probabilities"][n] for n in LABELS] for r in records])
+  np.testing.assert_allclose(probabilities, expected, atol=1e-5, rtol=0)
+
+
+def test_encode_pads_only_to_the_longest_row(classifier):
+  predictor = predict.Predictor(classifier, batch_size=1)
+  arrays = predictor.encode([("A short one.",), ("A somewhat longer text than the first one is.", "And a pair.")])
+  assert arrays["input_ids"].shape == (2, int(arrays["lengths"].max()))
+  assert arrays["attention_mask"].sum(axis=1).tolist() == arrays["lengths"].tolist()
+  assert arrays["token_type_ids"][1].max() == 1 and arrays["token_type_ids"][0].max() == 0
+
+
+def test_the_compiled_forward_has_no_host_round_trip(classifier):
+  """The whole forward is one device program: no callback, infeed, outfeed or send/recv to the
+  host inside it (the outputs come back once, after it)."""
+  predictor = predict.Predictor(classifier, batch_size=1)
+  hlo = predictor.compiled_forward(32).as_text().lower()
+  assert "dot" in hlo or "fusion" in hlo  # the program text is the forward's
+  for op in ("callback", "infeed", "outfeed", "send(", "recv("):
+    assert op not in hlo, op
+
+
+def test_bfloat16_predictor_keeps_bfloat16_params_on_the_device_and_stays_close(classifier):
+  import jax.numpy as jnp
+  texts = _texts(8, seed=4)
+  predictor = predict.Predictor(classifier, batch_size=1, dtype=jnp.bfloat16)
+  leaves = jax.tree.leaves(predictor.params)
+  assert all(isinstance(x, jax.Array) and x.dtype == jnp.bfloat16 and x.devices() == {jax.devices()[0]}
+             for x in leaves)
+  assert predictor.model.dtype == jnp.bfloat16
+  logits = _torch_logits(classifier, texts)
+  expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+  probabilities = np.array([[predictor.predict_rows([(t,)])[0]["probabilities"][n] for n in LABELS] for t in texts])
+  # bfloat16 keeps 8 bits of mantissa; this model's probabilities (near 1/3 each) moved by 2.3e-5.
+  np.testing.assert_allclose(probabilities, expected, atol=2e-4, rtol=0)
+  assert not np.allclose(probabilities, expected, atol=1e-6, rtol=0)  # it did compute in bfloat16

@@ -31,7 +31,7 @@ def convert_main(to: str, src: str, dst: str, head: Optional[str] = None, *, ove
     raise ConversionError(f"{src}: is {kind}; converting to {to} needs the other kind")
   if head is None:
     head = hf_config[FLAX_HEAD_KEY] if is_flax else head_from_architectures(hf_config, f"{src}/config.json")
-  model, params = load_pretrained(src, head=head)
+  model, params = load_pretrained(src, head=head, on_device=False)
   save = save_flax if to == "flax" else save_pretrained
   save(model, params, dst, tokenizer_dir=src, overwrite=overwrite)
   log.info("converted %s (%s, %s head) -> %s", src, model.config.model_type, head, dst)

@@ -17,14 +17,18 @@ from distilbert_jax.convert.names import ConversionError
 
 
 def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                    init_missing_heads: bool = False, rng: Optional[jax.Array] = None, **config_overrides):
+                    init_missing_heads: bool = False, rng: Optional[jax.Array] = None, on_device: bool = True,
+                    **config_overrides):
   """(model, params) from a Hugging Face directory or our Flax directory (config.json decides);
   `path` may be a Hub repo id, `org/name` or `org/name@revision`, read from its snapshot directory.
 
   config_overrides replace config fields (scan_layers=True, remat_policy="full",
-  attention_impl="dot_product", num_labels=3, ...). params are numpy arrays in param_dtype, in
-  the layout config.scan_layers names. init_missing_heads=True initialises (from rng) the pooler
-  and head parameters a checkpoint lacks, e.g. to fine-tune a base model into a classifier."""
+  attention_impl="dot_product", num_labels=3, ...). params are in param_dtype, in the layout
+  config.scan_layers names: jax.Arrays on the default device, so that a jitted apply reads them
+  where they are instead of copying them in on every call; on_device=False gives NumPy arrays
+  (the converter's, which only writes them out again). init_missing_heads=True initialises (from
+  rng) the pooler and head parameters a checkpoint lacks, e.g. to fine-tune a base model into a
+  classifier."""
   directory = Path(hub.resolve(path))
   hf_config, config = _read_config(directory, **config_overrides)
   if head not in models.HEADS_BY_TYPE[config.model_type]:
@@ -37,6 +41,8 @@ def load_pretrained(path, head: str = "masked_lm", *, dtype: Any = jnp.float32, 
                               **fit_kwargs)
   else:
     params = state_dict_to_params(read_hf_state_dict(directory), config, head, source=str(directory), **fit_kwargs)
+  if on_device:
+    params = jax.device_put(params)
   model = models.get_model(config, head, dtype=dtype, param_dtype=param_dtype)
   # Flax modules are frozen dataclasses; an attribute that is not a field changes no equality.
   object.__setattr__(model, SOURCE_ATTR, str(directory.absolute()))

@@ -13,7 +13,11 @@ end are null when no span is valid).
 
 Rows are tokenized as `finetune` tokenizes them (glue.encode's truncation, squad.prepare_features'
 windows), sorted by length into buckets, and run in fixed [batch_size, bucket] batches, so each
-bucket compiles once. The input is read in chunks: each chunk is predicted and its records are
+bucket compiles once, ahead of time (`warm_up` compiles them all before the first request, as a
+server starts). At batch size 1 the classification buckets are every multiple of 16 tokens: a
+request then pays for at most 15 padding tokens, against up to its own length with powers of
+two. `dtype=jnp.bfloat16` computes in bfloat16 with bfloat16 parameters (inference keeps no
+float32 master copy). The input is read in chunks: each chunk is predicted and its records are
 written in input order and flushed before the next is read, so a long input streams and what
 was written stays whole. A bad row is reported on stderr and written as {"line": N, "error": ...}
 in its place, so the i-th output line is the i-th input row.
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from distilbert_jax import convert, errors, storage
@@ -39,8 +44,10 @@ from distilbert_jax.tasks.evaluate_command import evaluation_config
 from distilbert_jax.tasks.evaluator import make_predict
 
 # Sequence classification: powers of two from 16, at most twice the real length in padding and
-# few compiles; question answering: SQuAD's window buckets. Both cut at the max length.
+# few compiles; at batch size 1, every multiple of BUCKET_STEP. Question answering: SQuAD's
+# window buckets. All cut at the max length.
 CLASSIFICATION_BUCKETS = (16, 32, 64, 128, 256, 512)
+BUCKET_STEP = 16
 CHUNK_ROWS = 2048
 HEADS = ("sequence_classification", "question_answering")
 
@@ -64,7 +71,8 @@ def read_head(model_dir: str) -> tuple[str, bool]:
 class Predictor:
   """A model directory's predictions on rows of text, in fixed-shape length-bucketed batches."""
 
-  def __init__(self, model_dir: str, *, batch_size: int = 32, max_length: Optional[int] = None):
+  def __init__(self, model_dir: str, *, batch_size: int = 32, max_length: Optional[int] = None,
+               dtype=jnp.float32, buckets: Optional[Sequence[int]] = None):
     import transformers
     model_dir = convert.hub.resolve(model_dir)  # a directory, or a Hub repo id
     self.head, self.regression = read_head(model_dir)
@@ -79,14 +87,36 @@ class Predictor:
     data = evaluation_config("squad" if self.spans else "custom", "", model_dir, positions,
                              max_length=max_length).data
     self.max_length, self.doc_stride, self.max_query_length = data.max_length, data.doc_stride, data.max_query_length
-    self.buckets = defaults.bucket_lengths(defaults.SQUAD_BUCKET_LENGTHS if self.spans else CLASSIFICATION_BUCKETS,
-                                           self.max_length)
+    if buckets is None:
+      buckets = defaults.SQUAD_BUCKET_LENGTHS if self.spans else \
+          CLASSIFICATION_BUCKETS if batch_size > 1 else range(BUCKET_STEP, self.max_length + BUCKET_STEP, BUCKET_STEP)
+    self.buckets = defaults.bucket_lengths(tuple(buckets), self.max_length)
     self.batch_size = batch_size
-    self.model, params = convert.load_pretrained(model_dir, head=self.head)
-    self.params = jax.device_put(params)
+    # On the device already (load_pretrained), so no call copies them in.
+    self.model, self.params = convert.load_pretrained(model_dir, head=self.head, dtype=dtype, param_dtype=dtype)
     self.label_names = self.model.config.id2label or tuple(f"LABEL_{i}" for i in range(self.model.config.num_labels))
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     self._forward = make_predict(self.model, self.head)  # jitted: one compile per [batch_size, bucket]
+    self._compiled = {}  # bucket length -> the forward compiled ahead of time for [batch_size, length]
+
+  def compiled_forward(self, length: int):
+    """The forward for int32 [batch_size, length] batches, lowered and compiled once: a call
+    then goes straight to the executable, with no tracing or cache look-up by argument shapes."""
+    if length not in self._compiled:
+      shape = jax.ShapeDtypeStruct((self.batch_size, length), jnp.int32)
+      batch = {name: shape for name in ("input_ids", "attention_mask", "token_type_ids")}
+      self._compiled[length] = self._forward.lower(self.params, batch).compile()
+    return self._compiled[length]
+
+  def warm_up(self, lengths: Optional[Iterable[int]] = None) -> None:
+    """Compiles the forward of every bucket (or of the buckets of `lengths`) before any row."""
+    chosen = self.buckets if lengths is None else sorted({self.bucket_of(n) for n in lengths})
+    for length in chosen:
+      self.compiled_forward(length)
+
+  def bucket_of(self, length: int) -> int:
+    """The bucket a row of `length` tokens runs in: the shortest that holds it."""
+    return self.buckets[min(int(np.searchsorted(np.asarray(self.buckets), length)), len(self.buckets) - 1)]
 
   @property
   def text_fields(self) -> tuple[int, ...]:
@@ -97,7 +127,7 @@ class Predictor:
   def columns(self) -> tuple:
     return inputs.QA_COLUMNS if self.spans else inputs.PAIR_COLUMNS
 
-  def _outputs(self, arrays: dict) -> tuple:
+  def outputs(self, arrays: dict) -> tuple:
     """Model outputs of every row of `arrays` (int32 [n, L] input_ids, attention_mask,
     token_type_ids, and lengths [n]), in row order: ([n, C],) or ([n, L], [n, L]) with -1e9 past
     each row's bucket."""
@@ -114,8 +144,9 @@ class Predictor:
         batch = {}
         for name in ("input_ids", "attention_mask", "token_type_ids"):
           batch[name] = np.zeros((self.batch_size, length), np.int32)  # padding rows: all masked
-          batch[name][:len(batch_rows)] = arrays[name][batch_rows, :length]
-        outs = tuple(np.asarray(o) for o in self._forward(self.params, batch))
+          batch[name][:len(batch_rows), :min(length, full)] = arrays[name][batch_rows, :length]
+        # The one device-to-host copy of a batch: its outputs, after the whole forward ran.
+        outs = tuple(np.asarray(o) for o in self.compiled_forward(length)(self.params, batch))
         if results is None:
           results = tuple(np.full((n, full), -1e9, np.float32) if self.spans else
                           np.zeros((n,) + o.shape[1:], np.float32) for o in outs)
@@ -123,21 +154,26 @@ class Predictor:
           result[batch_rows, :o.shape[1]] = o[:len(batch_rows)]
     return results
 
-  def _encode(self, texts: Sequence[tuple[str, ...]]) -> dict:
-    """glue.encode's tokens (truncation longest_first), padded to the longest bucket."""
-    arrays = {k: np.zeros((len(texts), self.max_length), np.int32)
-              for k in ("input_ids", "attention_mask", "token_type_ids")}
+  def encode(self, texts: Sequence[tuple[str, ...]]) -> dict:
+    """glue.encode's tokens (truncation longest_first), padded with zeros to the longest row
+    (each batch pads again to its bucket)."""
+    encoded = [None] * len(texts)
     for width in (1, 2):  # single texts and pairs are tokenized apart
       rows = [i for i, t in enumerate(texts) if len(t) == width]
       if not rows:
         continue
       pairs = [texts[i][1] for i in rows] if width == 2 else None
       batch = self.tokenizer([texts[i][0] for i in rows], pairs, max_length=self.max_length,
-                             truncation="longest_first", padding="max_length", padding_side="right",
-                             return_attention_mask=True, return_token_type_ids=True)
-      for key in arrays:
-        arrays[key][rows] = np.asarray(batch[key], np.int32)
-    arrays["lengths"] = arrays["attention_mask"].sum(axis=1).astype(np.int32)
+                             truncation="longest_first", return_attention_mask=True, return_token_type_ids=True)
+      for j, i in enumerate(rows):
+        encoded[i] = (batch["input_ids"][j], batch["attention_mask"][j], batch["token_type_ids"][j])
+    lengths = np.asarray([len(ids) for ids, _, _ in encoded], np.int32)
+    arrays = {k: np.zeros((len(texts), int(lengths.max())), np.int32)
+              for k in ("input_ids", "attention_mask", "token_type_ids")}
+    for i, row in enumerate(encoded):
+      for key, values in zip(("input_ids", "attention_mask", "token_type_ids"), row):
+        arrays[key][i, :lengths[i]] = values
+    arrays["lengths"] = lengths
     return arrays
 
   def predict_rows(self, texts: Sequence[tuple[str, ...]]) -> list[dict]:
@@ -146,7 +182,7 @@ class Predictor:
       return []
     if self.spans:
       return self._answers(texts)
-    (logits,) = self._outputs(self._encode(texts))
+    (logits,) = self.outputs(self.encode(texts))
     if self.regression:
       return [{"score": float(x[0])} for x in logits]
     logits = logits.astype(np.float64)
@@ -161,7 +197,7 @@ class Predictor:
     features = squad.prepare_features(examples, self.tokenizer, self.max_length, self.doc_stride,
                                       max_query_length=self.max_query_length)
     arrays = dict(features.arrays(), lengths=features.attention_mask.sum(axis=1).astype(np.int32))
-    start_logits, end_logits = self._outputs(arrays)
+    start_logits, end_logits = self.outputs(arrays)
     best, _ = squad.best_spans(features, start_logits, end_logits, defaults.N_BEST_SIZE,
                                defaults.MAX_ANSWER_LENGTH)
     records = []
