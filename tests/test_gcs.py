@@ -60,8 +60,10 @@ def test_an_export_on_gcs_loads_back_equal_and_a_half_written_one_is_refused(gcs
   names = {p.name for p in storage.path(uri).iterdir()}
   assert {"config.json", "model.safetensors", "tokenizer.json", storage.COMPLETE_MARKER} <= names
   assert storage.IN_PROGRESS_MARKER not in names
+  convert.save_pretrained(model, params, tmp_path / "local", tokenizer_dir=tiny_bert)
+  _, local = convert.load_pretrained(str(tmp_path / "local"), head="base")
   _, loaded = convert.load_pretrained(uri, head="base")
-  assert_same_params(params, loaded)
+  assert_same_params(local, loaded)
   with pytest.raises(convert.ConversionError, match="not empty"):
     convert.save_pretrained(model, params, uri)  # an existing output needs overwrite, as locally
 
@@ -120,31 +122,6 @@ def test_finetune_reads_its_model_and_data_from_gcs_writes_there_and_resumes(gcs
       assert x.get(key) == y.get(key), (x["step"], key)
 
 
-def test_distill_on_gcs_resumes_after_kill_9_bit_identically_and_exports_there(gcs_bucket, tiny_config, tmp_path):
-  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 2, "export": True})
-  reference = tmp_path / "reference"
-  jobs.train_and_evaluate(config, str(reference))
-  config.data.cache_dir = ""  # the token cache in the work directory: on Cloud Storage
-  workdir = f"{gcs_bucket}/distill/killed"
-  proc = subprocess.Popen(cli_args(config, workdir), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None and not remote_steps(workdir):
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert remote_steps(workdir) and remote_steps(workdir)[-1] < 8
-  rerun = subprocess.run(cli_args(config, workdir), cwd=tmp_path, capture_output=True, text=True, timeout=600)
-  assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert [m["step"] for m in read_metrics(workdir)] == list(range(1, 9))
-  assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(1, 9))
-  caches = list((storage.path(workdir) / "token_cache").iterdir())
-  assert len(caches) == 1 and storage.is_complete_directory(caches[0])
-  _, local = convert.load_pretrained(str(reference / "export"))
-  _, remote = convert.load_pretrained(f"{workdir}/export")
-  assert_same_params(local, remote)
-
-
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -169,12 +146,15 @@ def _finish(procs) -> list:
 @pytest.mark.slow
 def test_two_processes_share_one_gcs_checkpoint_and_resume_after_sigterm_and_kill_9(gcs_bucket, tiny_config,
                                                                                      tmp_path):
-  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 4, "train.keep_checkpoints": 5})
+  config = tiny_config(**{"train.num_steps": 8, "train.checkpoint_every": 4, "train.keep_checkpoints": 5,
+                          "export": True})
   config.data.cache_dir = ""  # built by process 0 on Cloud Storage, read by process 1
   reference = f"{gcs_bucket}/two/reference"
   outputs = _finish(procs := _start_two_processes(config, reference, tmp_path))
   assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
   assert remote_steps(reference) == [4, 8]  # one checkpoint per step, which both processes write
+  caches = list((storage.path(reference) / "token_cache").iterdir())
+  assert len(caches) == 1 and storage.is_complete_directory(caches[0])
 
   # SIGTERM to one process: both stop at the same step, with one checkpoint of it.
   workdir = f"{gcs_bucket}/two/interrupted"
@@ -204,32 +184,39 @@ def test_two_processes_share_one_gcs_checkpoint_and_resume_after_sigterm_and_kil
   assert [m["step"] for m in read_metrics(workdir)] == list(range(1, 9))
   assert_same_losses(read_metrics(reference), read_metrics(workdir), steps=range(1, 9))
   assert set(LOSS_KEYS) <= set(read_metrics(workdir)[-1])
+  _, exported = convert.load_pretrained(f"{workdir}/export")
+  _, uninterrupted = convert.load_pretrained(f"{reference}/export")
+  assert_same_params(uninterrupted, exported)
 
 
-def _one_line_error(args, env, cwd):
-  started = time.time()
-  result = subprocess.run([sys.executable, "-m", "distilbert_jax.main", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-  lines = [line for line in result.stderr.splitlines() if line.strip()]
-  return result.returncode, lines, time.time() - started
+def _start_cli(args, env, cwd):
+  return subprocess.Popen([sys.executable, "-m", "distilbert_jax.main", *args], env=env, cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _status_and_error_lines(proc):
+  _, stderr = proc.communicate(timeout=300)
+  return proc.returncode, [line for line in stderr.splitlines() if line.strip()]
 
 
 def test_a_bucket_that_cannot_be_used_is_one_line_and_exit_2_before_any_model(gcs_bucket, tmp_path):
   distill = ["distill", "--config", str(ROOT / "configs/tiny.py")]
-  status, lines, _ = _one_line_error(distill + ["--workdir", "gs://no-such-bucket/run"], dict(os.environ), tmp_path)
-  assert status == 2 and len(lines) == 1, lines
-  assert lines[0].startswith("distilbert-jax: error: gs://no-such-bucket/run: no such bucket"), lines
   # Nothing listens on this port: the endpoint is unreachable (gcsfs's retries take their time).
-  env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_free_port()}")
-  env.pop("TENSORSTORE_GCS_HTTP_URL", None)
-  status, lines, _ = _one_line_error(distill + ["--workdir", f"{gcs_bucket}/run"], env, tmp_path)
-  assert status == 2 and len(lines) == 1, lines
-  assert lines[0].startswith(f"distilbert-jax: error: {gcs_bucket}/run: cannot write there:"), lines
-  # An output of a command that is not a run: checked before the model is read.
-  status, lines, _ = _one_line_error(["predict", "--model", "no/such/model", "--input", "-", "--out",
-                                      "gs://no-such-bucket/predictions.jsonl"], dict(os.environ), tmp_path)
-  assert status == 2 and len(lines) == 1, lines
-  assert lines[0].startswith("distilbert-jax: error: gs://no-such-bucket/predictions.jsonl: no such bucket"), lines
+  unreachable = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_free_port()}")
+  unreachable.pop("TENSORSTORE_GCS_HTTP_URL", None)
+  procs = [  # side by side: each mostly waits
+      _start_cli(distill + ["--workdir", "gs://no-such-bucket/run"], dict(os.environ), tmp_path),
+      _start_cli(distill + ["--workdir", f"{gcs_bucket}/run"], unreachable, tmp_path),
+      # An output of a command that is not a run: checked before the model is read.
+      _start_cli(["predict", "--model", "no/such/model", "--input", "-", "--out", "gs://no-such-bucket/p.jsonl"],
+                 dict(os.environ), tmp_path)]
+  (missing, missing_lines), (down, down_lines), (out, out_lines) = [_status_and_error_lines(p) for p in procs]
+  assert missing == 2 and len(missing_lines) == 1, missing_lines
+  assert missing_lines[0].startswith("distilbert-jax: error: gs://no-such-bucket/run: no such bucket"), missing_lines
+  assert down == 2 and len(down_lines) == 1, down_lines
+  assert down_lines[0].startswith(f"distilbert-jax: error: {gcs_bucket}/run: cannot write there:"), down_lines
+  assert out == 2 and len(out_lines) == 1, out_lines
+  assert out_lines[0].startswith("distilbert-jax: error: gs://no-such-bucket/p.jsonl: no such bucket"), out_lines
 
 
 def test_predict_reads_its_model_and_input_from_gcs_and_writes_its_output_there(gcs_bucket, tiny_bert, tmp_path):

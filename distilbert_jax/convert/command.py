@@ -22,7 +22,8 @@ def convert_main(to: str, src: str, dst: str, head: Optional[str] = None, *, ove
   architectures, or our distilbert_jax_head."""
   if to not in ("flax", "pytorch"):
     raise ConversionError(f"convert: --to must be 'flax' or 'pytorch', got {to!r}")
-  _check_output(storage.path(dst), overwrite, "add --overwrite to replace it")  # before any download
+  # Before any download; the path as given (gs:// or local) names the output in the error.
+  _check_output(storage.path(dst) if storage.is_remote(dst) else Path(dst), overwrite, "add --overwrite to replace it")
   src = hub.resolve(src)
   hf_config, _ = _read_config(Path(src))
   is_flax = FLAX_HEAD_KEY in hf_config

@@ -66,4 +66,6 @@ def gather_to_host(params):
   if jax.process_count() == 1:
     return jax.device_get(params)
   from jax.experimental import multihost_utils
-  return multihost_utils.process_allgather(params)
+  # tiled: each global array whole, as it is (untiled gathering stacks per-process copies and
+  # refuses arrays that no process holds whole).
+  return multihost_utils.process_allgather(params, tiled=True)
