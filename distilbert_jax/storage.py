@@ -131,9 +131,8 @@ def publish_directory(local_dir: PathLike, uri: PathLike, *, replace: bool) -> b
                                           or not fs.exists(f"{root}/{IN_PROGRESS_MARKER}")):
     return False
   fs.pipe_file(f"{root}/{IN_PROGRESS_MARKER}", b"")
-  for name in (COMPLETE_MARKER,):
-    if fs.exists(f"{root}/{name}"):
-      fs.rm_file(f"{root}/{name}")
+  if fs.exists(f"{root}/{COMPLETE_MARKER}"):
+    fs.rm_file(f"{root}/{COMPLETE_MARKER}")
   old = [p for p in fs.find(root) if p.rsplit("/", 1)[-1] != IN_PROGRESS_MARKER]
   if old:
     fs.rm(old)
