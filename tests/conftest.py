@@ -125,7 +125,6 @@ def tiny_config(minilm, corpus_file, token_cache_dir):
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory, minilm):
-  import shutil
   """A random 2-layer BERT with MiniLM's vocabulary and tokenizer, as a Hugging Face directory."""
   import torch
   import transformers
@@ -134,10 +133,15 @@ def tiny_bert(tmp_path_factory, minilm):
                                    intermediate_size=64, max_position_embeddings=64)
   path = tmp_path_factory.mktemp("tiny_bert")
   transformers.BertModel(config).save_pretrained(path)
-  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-    if (Path(minilm) / name).exists():
-      shutil.copy(Path(minilm) / name, path / name)
+  copy_tokenizer(minilm, path)
   return str(path)
+
+
+def copy_tokenizer(source, target) -> None:
+  """The tokenizer files of the model directory `source` into `target`."""
+  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    if (Path(source) / name).exists():
+      shutil.copy(Path(source) / name, Path(target) / name)
 
 
 def read_metrics(workdir):

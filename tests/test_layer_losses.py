@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import read_metrics
+from conftest import copy_tokenizer, read_metrics
 from distilbert_jax import attention_losses, errors, jobs
 from distilbert_jax.jobs import distill, finetune, task_loss
 import test_finetune
@@ -26,8 +26,6 @@ def wide_teacher(tmp_path_factory, tiny_bert):
   """A random 2-layer BERT sequence classifier, 48 wide, 4 heads, MiniLM's vocabulary and tokenizer.
   Weights 10x the usual scale (0.2), so that its attention is far from uniform: a student of
   0.02-scale weights then starts far from it."""
-  import shutil
-  from pathlib import Path
   import torch
   import transformers
   torch.manual_seed(1)
@@ -36,9 +34,7 @@ def wide_teacher(tmp_path_factory, tiny_bert):
                                    id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
   path = tmp_path_factory.mktemp("wide_teacher")
   transformers.BertForSequenceClassification(config).save_pretrained(path)
-  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-    if (Path(tiny_bert) / name).exists():
-      shutil.copy(Path(tiny_bert) / name, path / name)
+  copy_tokenizer(tiny_bert, path)
   return str(path)
 
 

@@ -51,9 +51,9 @@ def normalise_metrics(window) -> dict:
 
 
 class MetricsWriter:
-  """metrics.jsonl + TensorBoard, written by process 0 only. metrics.jsonl is rewritten whole
-  (atomically) at each write rather than appended to: object storage cannot append, and a
-  reader never sees half a line."""
+  """metrics.jsonl + TensorBoard, written by process 0 only. A local metrics.jsonl is appended
+  to, a line per write; on object storage, which cannot append, it is rewritten whole (one
+  upload) at each write."""
 
   def __init__(self, workdir: Path, start_step: int, enabled: bool):
     self.enabled = enabled
@@ -76,8 +76,13 @@ class MetricsWriter:
   def write(self, step: int, metrics: dict):
     if not self.enabled:
       return
-    self.lines.append(records.strict_json({"step": step, **metrics}, indent=None))
-    atomic.write_text(self.path, "".join(line + "\n" for line in self.lines))
+    line = records.strict_json({"step": step, **metrics}, indent=None)
+    if storage.is_remote(self.path):
+      self.lines.append(line)
+      atomic.write_text(self.path, "".join(line + "\n" for line in self.lines))
+    else:
+      with self.path.open("a") as f:
+        f.write(line + "\n")
     for k, v in metrics.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(k, v, step)
