@@ -10,7 +10,7 @@ encoder, a student from `distilbert-jax distill`, or a model fine-tuned already.
 --config.data.text_columns="('text',)" --config.data.label_column=label.
 
 Defaults follow transformers' run_glue.py (AdamW 2e-5, batch 32, 3 epochs, length 128) with a
-10% warm-up. Expected on a 2-core AMD EPYC CPU, all-MiniLM-L6-v2 on RTE (2,490 training pairs,
+10% warm-up, except the learning rate of models narrower than 512, 1e-4 (optim.learning_rate). Expected on a 2-core AMD EPYC CPU, all-MiniLM-L6-v2 on RTE (2,490 training pairs,
 3 epochs, about 10 minutes): see the retention table in BENCHMARKS.md, which
 scripts/glue_retention.py prints.
 """
@@ -106,7 +106,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.relation_layers = ()
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.learning_rate = 2e-5
+  # 0: by the model's width (jobs/finetune.py default_learning_rate): 1e-4 below 512 (MiniLM
+  # size; all-MiniLM-L6-v2 as a teacher did better at 1e-4 than at run_glue's 2e-5, BENCHMARKS.md),
+  # 2e-5 from 512 up (BERT-base, DistilBERT-base: run_glue's).
+  config.optim.learning_rate = 0.0
   config.optim.warmup_fraction = 0.1
   config.optim.b1 = 0.9
   config.optim.b2 = 0.999

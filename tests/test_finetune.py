@@ -322,3 +322,20 @@ def test_a_job_is_built_from_its_parts(tiny_bert, sentiment):
   batch = next(iterator)
   sums = loss.loss_sums(params, None, batch, jax.random.PRNGKey(0))
   assert set(sums) == {"task"} and np.isfinite(float(sums["task"]))
+
+
+def test_a_learning_rate_of_zero_is_chosen_by_the_model_width(tmp_path, tiny_bert, sentiment):
+  # configs/glue.py's default: 1e-4 below 512 wide (MiniLM size), run_glue's 2e-5 from 512 up.
+  from distilbert_jax import models
+  wide = tmp_path / "wide"
+  wide.mkdir()
+  fields = dict(models.BertConfig(num_hidden_layers=1).to_hf_dict(), architectures=["BertModel"])
+  (wide / "config.json").write_text(json.dumps(fields))
+  assert glue_config.get_config().optim.learning_rate == 0.0
+  for path, expected in ((tiny_bert, 1e-4), (wide, 2e-5)):
+    config = sentiment_config(str(path), sentiment, **{"optim.learning_rate": 0.0})
+    finetune.make_abstract_job(config, "cpu")
+    assert config.optim.learning_rate == expected, path
+  config = sentiment_config(str(wide), sentiment, **{"optim.learning_rate": 3e-5})
+  finetune.make_abstract_job(config, "cpu")
+  assert config.optim.learning_rate == 3e-5  # a rate that is set stays

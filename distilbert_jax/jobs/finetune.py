@@ -221,6 +221,17 @@ def build_teacher(config, head: str, num_outputs: int):
   return model, jax.tree.map(lambda x: jnp.asarray(x, model.dtype), params)
 
 
+# Fine-tuning learning rates by the encoder's width (optim.learning_rate 0). Measured: all-MiniLM-L6-v2
+# (384 wide) as a GLUE teacher, BENCHMARKS.md "Fine-tuning retention"; BERT-base (768): run_glue's.
+NARROW_WIDTH, NARROW_LEARNING_RATE, WIDE_LEARNING_RATE = 512, 1e-4, 2e-5
+
+
+def default_learning_rate(model_config) -> float:
+  """1e-4 for encoders narrower than 512 (MiniLM-size, which learn little in a few epochs at
+  BERT-base's rate), 2e-5 from 512 up (BERT-base and DistilBERT-base, as run_glue.py)."""
+  return NARROW_LEARNING_RATE if model_config.hidden_size < NARROW_WIDTH else WIDE_LEARNING_RATE
+
+
 # ===================================================================================== data
 def build_data(config, workdir=None) -> tuple[TaskData, ArrayBatches, int]:
   """(the task's data, this process's training batches, the number of optimizer steps:
@@ -285,7 +296,10 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
 
 
 def _job(config, kind: str, student, params, teacher, teacher_params, iterator, num_steps: int) -> train.Job:
-  """The part of a fine-tuning job that the step needs: models, loss, FLOPs and batch shapes."""
+  """The part of a fine-tuning job that the step needs: models, loss, FLOPs and batch shapes.
+  An optim.learning_rate of 0 is replaced in `config` by the width's (default_learning_rate)."""
+  if config.optim.learning_rate <= 0:
+    config.optim.learning_rate = default_learning_rate(student.config)
   loss = build_loss(config, kind, student, teacher)
   teacher_config = teacher.config if teacher is not None else None
 
