@@ -50,8 +50,8 @@ def _seed(path: Path) -> int:
 def summarise(results: dict, tasks=TASKS, teacher: str = "teacher") -> dict:
   """{row: {"scores": {task: median}, "low", "high" (the seeds' range), "seeds": {task: n},
   "macro", "macro_no_wnli", "of_teacher", "of_teacher_no_wnli", "of_teacher_per_task",
-  "wall_s"}} for every row with a result on every task, in the order rows first appear."""
-  rows = list(dict.fromkeys(r for t in tasks for r in results.get(t, {})))
+  "wall_s"}} for every row with a result on every task: the teacher rows first, then by name."""
+  rows = sorted({r for t in tasks for r in results.get(t, {})}, key=lambda r: (not r.startswith(teacher), r))
   table = {}
   for row in rows:
     if not all(row in results.get(t, {}) for t in tasks):
@@ -82,7 +82,7 @@ def glue_table(table: dict, tasks=TASKS) -> str:
   """The markdown table: macro scores, each task's median (range), the share of the teacher."""
   no_wnli = any("macro_no_wnli" in e for e in table.values())
   head = ["model", "seeds"] + (["macro w/o WNLI", "of teacher w/o WNLI"] if no_wnli else []) + [
-      "macro", "of teacher"] + [TASK_TITLES[t] for t in tasks] + ["CPU time"]
+      "macro", "of teacher"] + [TASK_TITLES[t] for t in tasks] + ["wall time"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, e in table.items():
     cells = [name, str(min(e["seeds"].values()))]
@@ -103,7 +103,7 @@ def _cell(entry: dict, task: str) -> str:
 
 def squad_table(results: dict) -> str:
   """SQuAD rows: the median exact match and F1 over the seeds at hand."""
-  lines = ["| model | seeds | EM | F1 | CPU time |", "|---|---|---|---|---|"]
+  lines = ["| model | seeds | EM | F1 | wall time |", "|---|---|---|---|---|"]
   for row, runs in results.get("squad", {}).items():
     em = statistics.median(r["metrics"]["exact_match"] for r in runs)
     f1 = statistics.median(r["metrics"]["f1"] for r in runs)

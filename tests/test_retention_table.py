@@ -34,6 +34,7 @@ def write_runs(root, runs=RUNS, seeds=(0, 1, 2)):
 def test_cells_are_medians_of_the_seeds_with_their_range_and_macros_without_wnli(tmp_path):
   write_runs(tmp_path)
   table = retention_table.summarise(retention_table.read_results(tmp_path), TASKS)
+  assert list(table) == ["teacher", "L3"]  # the teacher first
   teacher, student = table["teacher"], table["L3"]
   assert teacher["scores"]["cola"] == pytest.approx(20.0)
   assert (teacher["low"]["cola"], teacher["high"]["cola"]) == pytest.approx((10.0, 25.0))
