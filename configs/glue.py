@@ -10,8 +10,9 @@ encoder, a student from `distilbert-jax distill`, or a model fine-tuned already.
 --config.data.text_columns="('text',)" --config.data.label_column=label.
 
 Defaults follow transformers' run_glue.py (AdamW 2e-5, batch 32, 3 epochs, length 128) with a
-10% warm-up, except the learning rate of models narrower than 512, 1e-4 (optim.learning_rate). Expected on a 2-core AMD EPYC CPU, all-MiniLM-L6-v2 on RTE (2,490 training pairs,
-3 epochs, about 10 minutes): see the retention table in BENCHMARKS.md, which
+10% warm-up, except the learning rate of models narrower than 512: 1e-4 (optim.learning_rate).
+Expected on a 2-core AMD EPYC CPU, all-MiniLM-L6-v2 on RTE (2,490 training pairs, 3 epochs,
+about 10 minutes): see the retention table in BENCHMARKS.md, which
 scripts/glue_retention.py prints.
 """
 import ml_collections

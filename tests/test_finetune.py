@@ -339,3 +339,6 @@ def test_a_learning_rate_of_zero_is_chosen_by_the_model_width(tmp_path, tiny_ber
   config = sentiment_config(str(wide), sentiment, **{"optim.learning_rate": 3e-5})
   finetune.make_abstract_job(config, "cpu")
   assert config.optim.learning_rate == 3e-5  # a rate that is set stays
+  config.optim.learning_rate = -1e-4
+  with pytest.raises(errors.ConfigError, match=r"optim.learning_rate=-0.0001 must be >= 0 \(0: by the model's width\)"):
+    finetune.check_config(config, data=False)

@@ -62,6 +62,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
   checks.check_layer_loss_fields(l)
   checks.check_schedule(config)
+  if config.optim.learning_rate < 0:
+    raise errors.ConfigError(f"optim.learning_rate={config.optim.learning_rate} must be >= 0 (0: by the model's width)")
   augmented.check_augment(config, data)
   if not data:
     return
@@ -298,7 +300,7 @@ def make_abstract_job(config: ml_collections.ConfigDict, platform: str) -> train
 def _job(config, kind: str, student, params, teacher, teacher_params, iterator, num_steps: int) -> train.Job:
   """The part of a fine-tuning job that the step needs: models, loss, FLOPs and batch shapes.
   An optim.learning_rate of 0 is replaced in `config` by the width's (default_learning_rate)."""
-  if config.optim.learning_rate <= 0:
+  if config.optim.learning_rate == 0:
     config.optim.learning_rate = default_learning_rate(student.config)
   loss = build_loss(config, kind, student, teacher)
   teacher_config = teacher.config if teacher is not None else None
