@@ -108,6 +108,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.relation_heads = 0
   # (student, teacher) 0-based layers of the relations; empty: the last layer of each.
   config.loss.relation_layers = ()
+  # MiniLM (Wang et al., 2020, eq. 6-8) at loss.relation_layers: KL(teacher || student) of the
+  # attention distributions, and of the value relations softmax(V V^T / sqrt(d_k)), head by head
+  # (needs teacher.path and equal head counts; any widths).
+  config.loss.alpha_attention_kl = 0.0
+  config.loss.alpha_value_relation = 0.0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 5e-4

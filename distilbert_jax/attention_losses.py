@@ -5,6 +5,7 @@
   self_attention_relation_loss MiniLMv2 (Wang et al., 2021, eq. 3-6): KL of softmax(X X^T / sqrt(d_r))
                                over R relation heads, X the queries, keys or values
   relations_loss               MiniLMv2's sum of the Q-Q, K-K and V-V relations
+  minilm_losses                MiniLM's two losses as a config's `loss` section weighs them
   attention_score_loss         TinyBERT (Jiao et al., 2020, eq. 3): MSE of the pre-softmax scores
 
 Inputs are what the models return with `output_qkv=True` (ModelOutput.attention_qkv): per layer
@@ -147,6 +148,21 @@ def relations_loss(student_qkv: tuple, teacher_qkv: tuple, attention_mask: Array
   sums = [self_attention_relation_loss(s, t, attention_mask, num_relation_heads)[0]
           for s, t in zip(student_qkv, teacher_qkv)]
   return sum(sums), jnp.sum(_f32(attention_mask)) * num_relation_heads
+
+
+def minilm_losses(loss, student_qkv, teacher_qkv, attention_mask: Array, layer_pairs) -> dict:
+  """The loss sums of MiniLM's transfer that the config section `loss` weighs above 0:
+  {"attention_kl": sum of attention_distribution_loss, "value_relation": sum of
+  value_relation_loss} over layer_pairs ((student, teacher) 0-based layers); *_qkv are the models'
+  attention_qkv (per layer (query, key, value), [batch, length, heads, head_dim])."""
+  sums = {}
+  if loss.get("alpha_attention_kl", 0.0) > 0:
+    sums["attention_kl"] = sum(attention_distribution_loss(
+        *student_qkv[s][:2], *teacher_qkv[t][:2], attention_mask)[0] for s, t in layer_pairs)
+  if loss.get("alpha_value_relation", 0.0) > 0:
+    sums["value_relation"] = sum(value_relation_loss(
+        student_qkv[s][2], teacher_qkv[t][2], attention_mask)[0] for s, t in layer_pairs)
+  return sums
 
 
 def query_key_pairs(attention_mask: Array) -> Array:

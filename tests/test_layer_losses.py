@@ -176,3 +176,90 @@ def test_distillation_relation_layers_outside_the_stacks_are_a_config_error(tiny
   pair = distill.build_models(config)
   with pytest.raises(errors.ConfigError, match=r"the pair \(2, 3\) is outside the student's 0..1"):
     distill.build_loss(config, pair, jnp.ones(30522) / 30522, 103)
+
+
+def minilm_config(tiny_bert, sentiment, teacher, **overrides):
+  """MiniLM's two losses alone, at the last layer of each model (relation_layers empty)."""
+  return layer_config(tiny_bert, sentiment, teacher, **{"loss.alpha_attention": 0.0, "loss.alpha_relation": 0.0,
+                                                        "loss.alpha_attention_kl": 1.0,
+                                                        "loss.alpha_value_relation": 1.0, **overrides})
+
+
+def test_minilm_attention_and_value_relation_sums_are_those_of_the_models_outputs(tiny_bert, sentiment,
+                                                                                   wide_teacher):
+  config = minilm_config(tiny_bert, sentiment, wide_teacher)
+  finetune.check_config(config)
+  loss, params, teacher_params, batch = built_loss(config)
+  assert loss.relation_pairs == ((0, 1),)
+  sums = jax.jit(loss.loss_sums)(params, teacher_params, batch, jax.random.PRNGKey(0))
+  assert set(sums) == {"task", "attention_kl", "value_relation"}
+  mask = batch["attention_mask"]
+  kw = dict(attention_mask=mask, token_type_ids=batch["token_type_ids"], output_qkv=True)
+  student = jax.jit(lambda p, ids: loss.student.apply({"params": p}, ids, deterministic=False,
+                                                      rngs={"dropout": jax.random.PRNGKey(0)}, **kw))(
+      params, batch["input_ids"]).attention_qkv
+  teacher = jax.jit(lambda p, ids: loss.teacher.apply({"params": p}, ids, **kw))(
+      teacher_params, batch["input_ids"]).attention_qkv
+  expected = attention_losses.attention_distribution_loss(*student[0][:2], *teacher[1][:2], mask)
+  np.testing.assert_allclose(float(sums["attention_kl"]), float(expected[0]), rtol=1e-6)
+  value = attention_losses.value_relation_loss(student[0][2], teacher[1][2], mask)
+  np.testing.assert_allclose(float(sums["value_relation"]), float(value[0]), rtol=1e-6)
+  denominators = loss.denominators(batch)
+  for name, (_, denominator) in (("attention_kl", expected), ("value_relation", value)):
+    np.testing.assert_allclose(float(denominators[name]), float(denominator), rtol=0)
+    assert float(sums[name]) > 0, name
+  # Each reaches the student's attention: queries and keys, or values.
+  for name, used in (("attention_kl", ("query", "key")), ("value_relation", ("value",))):
+    grads = jax.jit(jax.grad(lambda p: loss.loss_sums(p, teacher_params, batch, jax.random.PRNGKey(0))[name]))(params)
+    attention = grads["bert"]["encoder"]["layer"]["0"]["attention"]["self"]
+    for projection in ("query", "key", "value"):
+      reached = np.abs(np.asarray(attention[projection]["kernel"])).max() > 1e-6
+      assert reached == (projection in used), (name, projection)
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"loss.alpha_attention_kl": -1.0}, "loss.alpha_attention_kl=-1.0 must be >= 0"),
+    ({"loss.alpha_value_relation": -0.5}, "loss.alpha_value_relation=-0.5 must be >= 0"),
+])
+def test_bad_minilm_weights_are_config_errors_before_any_model(tiny_bert, sentiment, wide_teacher, overrides,
+                                                               fragment):
+  with pytest.raises(errors.ConfigError, match=fragment):
+    finetune.check_config(minilm_config(tiny_bert, sentiment, wide_teacher, **overrides))
+
+
+def test_minilm_losses_need_equal_head_counts_and_layers_inside_the_stacks(tiny_bert, sentiment, wide_teacher,
+                                                                          tmp_path):
+  import transformers
+  config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=64, num_labels=2)
+  transformers.BertForSequenceClassification(config).save_pretrained(tmp_path)
+  with pytest.raises(errors.ConfigError, match=r"loss.alpha_attention_kl and loss.alpha_value_relation need equal "
+                                               r"head counts, but the student has 4 and the teacher 2"):
+    built_loss(minilm_config(tiny_bert, sentiment, str(tmp_path)))
+  with pytest.raises(errors.ConfigError, match=r"loss.relation_layers: the pair \(0, 5\) is outside"):
+    built_loss(minilm_config(tiny_bert, sentiment, wide_teacher, **{"loss.alpha_value_relation": 0.0,
+                                                                    "loss.relation_layers": ((0, 5),)}))
+
+
+def test_distillation_sums_minilm_losses_of_the_last_layers(tiny_config):
+  config = tiny_config(**{"loss.alpha_attention_kl": 1.0, "loss.alpha_value_relation": 1.0})
+  pair = distill.build_models(config)
+  loss = distill.build_loss(config, pair, jnp.ones(30522) / 30522, 103)
+  assert loss.relation_pairs == ((1, 3),)  # the last layer of each
+  rng = np.random.default_rng(0)
+  batch = {"input_ids": jnp.asarray(rng.integers(1000, 2000, (2, 12)), jnp.int32),
+           "attention_mask": jnp.asarray([[1] * 12, [1] * 7 + [0] * 5], jnp.int32)}
+  micro = loss.prepare(batch, jax.random.PRNGKey(0))
+  sums = jax.jit(loss.loss_sums)(pair.student_params, pair.teacher_params, micro, jax.random.PRNGKey(1))
+  kw = dict(attention_mask=micro["attention_mask"], output_qkv=True)
+  student = jax.jit(lambda p, ids: loss.student.apply({"params": p}, ids, deterministic=False,
+                                                      rngs={"dropout": jax.random.PRNGKey(1)}, **kw))(
+      pair.student_params, micro["input_ids"]).attention_qkv
+  teacher = jax.jit(lambda p, ids: loss.teacher.apply({"params": p}, ids, deterministic=True, **kw))(
+      pair.teacher_params, micro["input_ids"]).attention_qkv
+  mask = micro["attention_mask"]
+  expected = attention_losses.attention_distribution_loss(*student[1][:2], *teacher[3][:2], mask)
+  np.testing.assert_allclose(float(sums["attention_kl"]), float(expected[0]), rtol=1e-6)
+  value = attention_losses.value_relation_loss(student[1][2], teacher[3][2], mask)
+  np.testing.assert_allclose(float(sums["value_relation"]), float(value[0]), rtol=1e-6)
+  np.testing.assert_allclose(float(loss.denominators(micro)["attention_kl"]), float(expected[1]), rtol=0)

@@ -49,7 +49,7 @@ def check_processes(config) -> None:
 def check_layer_loss_fields(loss) -> None:
   """The attention and relation loss fields of a config's `loss` section, before any model is
   read: weights >= 0, loss.relation_heads >= 0, loss.relation_layers pairs of layer indices."""
-  for name in ("alpha_attention", "alpha_relation"):
+  for name in ("alpha_attention", "alpha_relation", "alpha_attention_kl", "alpha_value_relation"):
     if loss.get(name, 0.0) < 0:
       raise errors.ConfigError(f"loss.{name}={loss[name]} must be >= 0")
   if loss.get("relation_heads", 0) < 0:
@@ -92,6 +92,13 @@ def check_layer_losses(loss, student_config, teacher_config, attention_pairs, re
                                "embeddings (index 0)")
     _check_layer_pairs("loss.hidden_layer_map", tuple((a + 1, b + 1) for a, b in attention_pairs),
                        s.num_hidden_layers + 1, t.num_hidden_layers + 1)
+  minilm = [f"loss.{n}" for n in ("alpha_attention_kl", "alpha_value_relation") if loss.get(n, 0.0) > 0]
+  if minilm:
+    if s.num_attention_heads != t.num_attention_heads:
+      raise errors.ConfigError(f"{' and '.join(minilm)} need equal head counts, but the student has "
+                               f"{s.num_attention_heads} and the teacher {t.num_attention_heads}: use "
+                               f"loss.alpha_relation, which allows any head counts")
+    _check_layer_pairs("loss.relation_layers", relation_pairs, s.num_hidden_layers, t.num_hidden_layers)
   if loss.get("alpha_relation", 0.0) > 0:
     for who, width in (("student", s.hidden_size), ("teacher", t.hidden_size)):
       if width % relation_heads:

@@ -42,8 +42,8 @@ from distilbert_jax.data import corpus, input_pipeline, masking, token_cache
 from distilbert_jax.hardware import flops
 from distilbert_jax.jobs import checks
 
-LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden", "relation")
-TEACHER_LOSSES = ("ce", "cos", "mse", "hidden", "relation")
+LOSS_NAMES = ("ce", "mlm", "cos", "mse", "hidden", "relation", "attention_kl", "value_relation")
+TEACHER_LOSSES = ("ce", "cos", "mse", "hidden", "relation", "attention_kl", "value_relation")
 
 
 # ===================================================================================== checks
@@ -276,13 +276,15 @@ class DistillationLoss:
     ce_rows = masked if self.config.loss.ce_masked_only else real
     hidden = real * self.student.config.hidden_size * max(len(self.layer_map), 1)
     relation = real * self.relation_heads * max(len(self.relation_pairs), 1)
-    return {"ce": ce_rows, "mse": ce_rows, "mlm": masked, "cos": real, "hidden": hidden, "relation": relation}
+    minilm = real * self.student.config.num_attention_heads * max(len(self.relation_pairs), 1)
+    return {"ce": ce_rows, "mse": ce_rows, "mlm": masked, "cos": real, "hidden": hidden, "relation": relation,
+            "attention_kl": minilm, "value_relation": minilm}
 
   def loss_sums(self, params, teacher_params, micro, dropout_rng):
     l = self.config.loss
     need_hidden = l.alpha_hidden > 0
     kw = dict(attention_mask=micro["attention_mask"], output_hidden_states=need_hidden,
-              output_qkv=l.alpha_relation > 0)
+              output_qkv=l.alpha_relation > 0 or l.alpha_attention_kl > 0 or l.alpha_value_relation > 0)
     real = micro["attention_mask"].astype(jnp.float32)
     ce_weights, labels = (micro["mlm_weights"] if l.ce_masked_only else real), micro["mlm_labels"]
     mlm_weights = micro["mlm_weights"]
@@ -318,6 +320,8 @@ class DistillationLoss:
         sums["relation"] = sum(attention_losses.relations_loss(
             student_out.attention_qkv[s], teacher_out.attention_qkv[t], micro["attention_mask"],
             self.relation_heads)[0] for s, t in self.relation_pairs)
+      sums.update(attention_losses.minilm_losses(l, student_out.attention_qkv, teacher_out.attention_qkv,
+                                                 micro["attention_mask"], self.relation_pairs))
     return sums
 
 

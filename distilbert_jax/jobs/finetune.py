@@ -57,7 +57,8 @@ def check_config(config: ml_collections.ConfigDict, data: bool = True) -> None:
   checks.check_directory(config.teacher.path, "teacher.path")
   for path in filter(None, (m.path, config.teacher.path)):
     input_pipeline.check_lengths(d, convert.read_model_config(path).max_position_embeddings, path)
-  teacher_losses = (l.alpha_kd, l.alpha_hidden, l.alpha_attention, l.alpha_relation)
+  teacher_losses = (l.alpha_kd, l.alpha_hidden, l.alpha_attention, l.alpha_relation, l.alpha_attention_kl,
+                    l.alpha_value_relation)
   if not config.teacher.path and any(a > 0 for a in teacher_losses) and l.alpha_task <= 0:
     raise errors.ConfigError("loss.alpha_task is 0 and there is no teacher.path: nothing to learn from")
   checks.check_layer_loss_fields(l)

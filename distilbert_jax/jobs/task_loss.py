@@ -14,6 +14,9 @@ relation heads times layer pairs):
     (TinyBERT, Jiao et al., 2020, eq. 3), over real queries and keys
   loss_relation: KL(teacher || student) of the Q-Q, K-K and V-V self-attention relations over
     loss.relation_heads relation heads (MiniLMv2, Wang et al., 2021), at loss.relation_layers
+  loss_attention_kl, loss_value_relation: MiniLM's (Wang et al., 2020) KL(teacher || student) of
+    the attention distributions and of the value relations, head by head, at loss.relation_layers
+    (denominator: real tokens times heads times layer pairs)
 The three layer losses read attention_losses.py and losses.py; the models give their inputs.
 A batch with teacher_logits [batch, outputs] (augmented data, tasks/augmentation.py) takes the
 teacher's outputs from there, and the teacher is not run; its task_weight [batch] (0 for the
@@ -32,7 +35,9 @@ from distilbert_jax import attention_losses, losses
 from distilbert_jax.jobs import checks
 from distilbert_jax.tasks.batches import model_kwargs
 
-LOSS_NAMES = ("task", "kd", "hidden", "attention", "relation")
+LOSS_NAMES = ("task", "kd", "hidden", "attention", "relation", "attention_kl", "value_relation")
+# The losses that read the layers' queries, keys and values (output_qkv).
+QKV_LOSSES = ("attention", "relation", "attention_kl", "value_relation")
 
 
 def hidden_layer_map(config, student, teacher) -> tuple:
@@ -75,14 +80,16 @@ class TaskLoss:
     attention = (attention_losses.query_key_pairs(batch["attention_mask"]) * self.student.config.num_attention_heads
                  * max(len(self.attention_pairs), 1))
     relation = real * self.relation_heads * max(len(self.relation_pairs), 1)
+    minilm = real * self.student.config.num_attention_heads * max(len(self.relation_pairs), 1)
     task = jnp.sum(batch["task_weight"]) if "task_weight" in batch else rows
-    return {"task": task, "kd": rows, "hidden": hidden, "attention": attention, "relation": relation}
+    return {"task": task, "kd": rows, "hidden": hidden, "attention": attention, "relation": relation,
+            "attention_kl": minilm, "value_relation": minilm}
 
   def loss_sums(self, params, teacher_params, batch, dropout_rng):
     l = self.config.loss
     has_teacher = self.teacher is not None
     need_hidden = l.alpha_hidden > 0 and has_teacher
-    need_qkv = (l.alpha_attention > 0 or l.alpha_relation > 0) and has_teacher
+    need_qkv = has_teacher and any(l.get(f"alpha_{n}", 0.0) > 0 for n in QKV_LOSSES)
     outputs = dict(output_hidden_states=need_hidden, output_qkv=need_qkv)
     student_out = self.student.apply({"params": params}, batch["input_ids"], deterministic=False,
                                      rngs={"dropout": dropout_rng}, **outputs, **model_kwargs(self.student, batch))
@@ -131,6 +138,7 @@ class TaskLoss:
     if l.alpha_relation > 0:
       sums["relation"] = sum(attention_losses.relations_loss(
           student_qkv[s], teacher_qkv[t], attention_mask, self.relation_heads)[0] for s, t in self.relation_pairs)
+    sums.update(attention_losses.minilm_losses(l, student_qkv, teacher_qkv, attention_mask, self.relation_pairs))
     return sums
 
 
