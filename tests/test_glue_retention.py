@@ -17,7 +17,7 @@ def configured(row_name, task, tmp_path):
   mlm = tmp_path / "mlm"
   mlm.mkdir(exist_ok=True)
   (mlm / "mlm_head.json").write_text(json.dumps({"layers": 3, "training_sentences": 40000, "heldout_top1": 0.193635}))
-  args = SimpleNamespace(distilled="", teacher_dir="TEACHER", mlm=str(mlm))
+  args = SimpleNamespace(distilled="", distilled_glue="", teacher_dir="TEACHER", mlm=str(mlm))
   config = glue_config.get_config()
   config.task = task
   row = glue_retention.ROWS[row_name]
