@@ -1,6 +1,7 @@
 """TinyBERT data augmentation (tasks/augmentation.py, jobs/augmented.py) on a tiny random MLM
 with MiniLM's tokenizer: determinism, the replacement rate, dev-text exclusion, new pairs from
 the task's own texts, the cache, and the loss on cached teacher outputs."""
+import os
 import re
 import shutil
 from pathlib import Path
@@ -288,3 +289,19 @@ def test_words_masked_together_get_candidates_of_their_own(tiny_mlm):
   # The other masks of a row change some of the guesses.
   same = np.mean([a.candidates == b.candidates for x, y in zip(one, three) for a, b in zip(x, y)])
   assert same < 1
+
+
+def test_the_teacher_outputs_key_reads_the_tokenizer_files_not_the_weights(tmp_path):
+  pretrained, finetuned = tmp_path / "pretrained", tmp_path / "finetuned"
+  for d, weights in ((pretrained, b"pretrained"), (finetuned, b"fine-tuned, written later")):
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(weights)
+    (d / "config.json").write_text("{}")
+    (d / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n")
+    (d / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+  os.utime(finetuned / "vocab.txt", ns=(10 ** 9, 10 ** 9))
+  same = augmentation.tokenizer_fingerprint(str(pretrained))
+  assert same == augmentation.tokenizer_fingerprint(str(finetuned))
+  assert sorted(same) == ["tokenizer_config.json", "vocab.txt"]
+  (finetuned / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\na\n")
+  assert augmentation.tokenizer_fingerprint(str(finetuned)) != same

@@ -90,7 +90,7 @@ def augmented_train(config, data: TaskData, tokenizer, workdir, teacher_outputs)
   teacher_dir = checks.check_directory(config.teacher.path, "teacher.path")
   tokenizer_dir = checks.check_directory(config.data.tokenizer_dir or config.model.path, "model.path")
   outputs_key = augmentation.array_key(key, augmentation.directory_fingerprint(teacher_dir), config.teacher.dtype,
-                                       augmentation.directory_fingerprint(tokenizer_dir), config.data.max_length)
+                                       augmentation.tokenizer_fingerprint(tokenizer_dir), config.data.max_length)
   train["teacher_logits"] = augmentation.cached_array(
       cache_dir / f"teacher-{outputs_key}.npy",
       lambda: teacher_outputs(EvalSet("train", train, None))).astype(np.float32)

@@ -255,6 +255,20 @@ def directory_fingerprint(path: str) -> list:
                 for p in root.rglob("*") if p.is_file())
 
 
+# The files a Hugging Face tokenizer is read from (weights and model config are not among them).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
+
+
+def tokenizer_fingerprint(path: str) -> dict:
+  """{file name: SHA-256 of its bytes} of the tokenizer files of a model directory: a student
+  started from the fine-tuned teacher's export tokenizes as the pretrained model it came from,
+  whatever its weights and file times, and shares that model's cached teacher outputs."""
+  root = Path(path)
+  return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+          for name in TOKENIZER_FILES if (root / name).is_file()}
+
+
 def cache_key(examples: Examples, settings: dict, mlm_path: str, excluded: frozenset) -> str:
   """24 hex digits of the SHA-256 of everything the augmented set depends on."""
   inputs = {"format_version": FORMAT_VERSION, "text_a": examples.text_a, "text_b": examples.text_b,
