@@ -61,6 +61,18 @@ def built_loss(config):
   return task_loss.build_loss(config, kind, student, teacher), params, teacher_params, next(iterator)
 
 
+def models_qkv(loss, params, teacher_params, batch):
+  """The attention_qkv of the student as the step runs it (dropout on, from the step's key 0)
+  and of the teacher, on batch."""
+  kw = dict(attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"], output_qkv=True)
+  student = jax.jit(lambda p, ids: loss.student.apply({"params": p}, ids, deterministic=False,
+                                                      rngs={"dropout": jax.random.PRNGKey(0)}, **kw))(
+      params, batch["input_ids"]).attention_qkv
+  teacher = jax.jit(lambda p, ids: loss.teacher.apply({"params": p}, ids, **kw))(
+      teacher_params, batch["input_ids"]).attention_qkv
+  return student, teacher
+
+
 def test_task_loss_sums_are_the_attention_losses_of_the_models_outputs(tiny_bert, sentiment, wide_teacher):
   config = layer_config(tiny_bert, sentiment, wide_teacher)
   finetune.check_config(config)
@@ -69,13 +81,7 @@ def test_task_loss_sums_are_the_attention_losses_of_the_models_outputs(tiny_bert
   sums = jax.jit(loss.loss_sums)(params, teacher_params, batch, jax.random.PRNGKey(0))
   assert set(sums) == {"task", "attention", "relation"}
   mask = batch["attention_mask"]
-  kw = dict(attention_mask=mask, token_type_ids=batch["token_type_ids"], output_qkv=True)
-  # The student as the step runs it: dropout on, from the same key.
-  student = jax.jit(lambda p, ids: loss.student.apply({"params": p}, ids, deterministic=False,
-                                                      rngs={"dropout": jax.random.PRNGKey(0)}, **kw))(
-      params, batch["input_ids"]).attention_qkv
-  teacher = jax.jit(lambda p, ids: loss.teacher.apply({"params": p}, ids, **kw))(
-      teacher_params, batch["input_ids"]).attention_qkv
+  student, teacher = models_qkv(loss, params, teacher_params, batch)
   assert student[0][0].shape[-2:] == (4, 8) and teacher[1][0].shape[-2:] == (4, 12)
   expected = attention_losses.attention_score_loss(*student[0][:2], *teacher[1][:2], mask)[0]
   np.testing.assert_allclose(float(sums["attention"]), float(expected), rtol=1e-6)
@@ -194,12 +200,7 @@ def test_minilm_attention_and_value_relation_sums_are_those_of_the_models_output
   sums = jax.jit(loss.loss_sums)(params, teacher_params, batch, jax.random.PRNGKey(0))
   assert set(sums) == {"task", "attention_kl", "value_relation"}
   mask = batch["attention_mask"]
-  kw = dict(attention_mask=mask, token_type_ids=batch["token_type_ids"], output_qkv=True)
-  student = jax.jit(lambda p, ids: loss.student.apply({"params": p}, ids, deterministic=False,
-                                                      rngs={"dropout": jax.random.PRNGKey(0)}, **kw))(
-      params, batch["input_ids"]).attention_qkv
-  teacher = jax.jit(lambda p, ids: loss.teacher.apply({"params": p}, ids, **kw))(
-      teacher_params, batch["input_ids"]).attention_qkv
+  student, teacher = models_qkv(loss, params, teacher_params, batch)
   expected = attention_losses.attention_distribution_loss(*student[0][:2], *teacher[1][:2], mask)
   np.testing.assert_allclose(float(sums["attention_kl"]), float(expected[0]), rtol=1e-6)
   value = attention_losses.value_relation_loss(student[0][2], teacher[1][2], mask)
