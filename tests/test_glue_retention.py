@@ -69,3 +69,22 @@ def test_a_result_file_is_reused_only_with_its_recipe_and_runs_share_the_augment
   with pytest.raises(SystemExit, match="seed0.json: measured with another recipe"):
     glue_retention.run_one(None, tmp_path / "runs" / "x", tmp_path / "seed0.json", "cola",
                            {"learning_rate": 1e-4}, {}, keep_export=False)
+
+
+@pytest.mark.parametrize("task", ["stsb", "cola"])
+def test_the_student_config_is_the_recipe_the_table_measured(task, tmp_path):
+  from distilbert_jax import configuration
+  from distilbert_jax.jobs import augmented
+  student = configuration.load(str(ROOT / "configs" / f"glue_student.py:{task}"))
+  measured, row = configured("L3ft+KD+aug", task, tmp_path)
+  glue_retention._common(measured, glue_retention.RECIPE["student_lr"], 0, row.epochs,
+                         glue_retention.RECIPE["batch_size"])
+  for field in ("loss", "augment"):
+    assert {k: v for k, v in student[field].items() if k != "mlm_path"} == \
+        {k: v for k, v in measured[field].items() if k != "mlm_path"}, field
+  assert student.model.layers == measured.model.layers
+  assert (student.optim.learning_rate, student.optim.warmup_fraction) == (2e-4, measured.optim.warmup_fraction)
+  assert (student.train.num_epochs, student.train.batch_size) == (measured.train.num_epochs, 32)
+  assert student.task == task
+  student.teacher.path = "TEACHER"
+  augmented.check_augment(student, data=False)  # valid for the task, single text or pair
