@@ -5,8 +5,9 @@
 
 MODEL_DIR is a Hugging Face or distilbert_jax directory, BERT or DistilBERT: a pretrained
 encoder, a student from `distilbert-jax distill`, or a model fine-tuned already. Task distillation
-(the paper's second step): add --config.teacher.path=FINETUNED_TEACHER. Your own data:
---config.task=custom --config.data.train=train.csv --config.data.eval=dev.csv
+(the paper's second step): add --config.teacher.path=FINETUNED_TEACHER and a loss.alpha_kd;
+configs/glue_student.py is the recipe measured best (augmented data, the teacher's layers).
+Your own data: --config.task=custom --config.data.train=train.csv --config.data.eval=dev.csv
 --config.data.text_columns="('text',)" --config.data.label_column=label.
 
 Defaults follow transformers' run_glue.py (AdamW 2e-5, batch 32, 3 epochs, length 128) with a
