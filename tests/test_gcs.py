@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_metrics
+from conftest import ROOT, read_metrics, xla_flags
 import test_finetune
 from distilbert_jax import atomic, convert, jobs, storage
 from test_train import LOSS_KEYS, assert_same_losses, cli_args
@@ -132,7 +132,7 @@ def _start_two_processes(config, workdir, cwd):
   port = _free_port()
   procs = []
   for i in range(2):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(4), JAX_PLATFORMS="cpu",
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
     procs.append(subprocess.Popen(cli_args(config, workdir) + ["--config.train.multihost=true"], env=env, cwd=cwd,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

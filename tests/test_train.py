@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_metrics
+from conftest import ROOT, read_metrics, xla_flags
 from distilbert_jax import errors, jobs, train
 
 LOSS_KEYS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_hidden", "grad_norm")
@@ -368,7 +368,7 @@ def test_two_processes_with_four_devices_each_match_one_process_with_eight(tmp_p
   port = _free_port()
   procs = []
   for i in range(2):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(4), JAX_PLATFORMS="cpu",
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
     procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
