@@ -297,7 +297,7 @@ def glue_run(args, task: str, row: Row, data_dir: Path, seed: int, info: dict) -
   lr = row.learning_rate or (args.teacher_lr if row.is_teacher else args.student_lr)
   _common(config, lr, seed, row.epochs or args.epochs, RECIPE["batch_size"])
   configure(config, args, row, str(teacher_workdir(args, task, seed) / "export"),
-            pair_task=len(glue.get_task(task).text_columns or ()) > 1)
+            pair_task=glue.get_task(task).is_pair)
   return run_one(config, Path(args.workdir) / task / row.name / f"seed{seed}", result_path(args, task, row, seed),
                  f"{task} {row.name} seed {seed}", recipe_of(config, row), info, row.is_teacher,
                  Path(args.workdir) / task / "augment_cache" if row.augment else None)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 
 def xla_flags(devices: int) -> str:
-  """XLA_FLAGS of a test process with `devices` fake CPU devices. LLVM's optimisations are most
-  of the time of each of the suite's hundreds of compiles (about 40%), and its programs are tiny:
-  at level 0 they compile faster and run no slower."""
+  """XLA_FLAGS of a test process with `devices` fake CPU devices, at XLA's backend optimisation
+  level 0: the suite compiles hundreds of tiny programs, and LLVM's optimisations are much of
+  each compile (a tiny distillation run's compiles took 9.6 s at level 0 against 15.9 s)."""
   return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
 
 

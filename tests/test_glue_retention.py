@@ -22,7 +22,7 @@ def configured(row_name, task, tmp_path):
   config.task = task
   row = glue_retention.ROWS[row_name]
   glue_retention.configure(config, args, row, "TEACHER_EXPORT",
-                           pair_task=len(glue_retention.glue.get_task(task).text_columns) > 1)
+                           pair_task=glue_retention.glue.get_task(task).is_pair)
   return config, row
 
 

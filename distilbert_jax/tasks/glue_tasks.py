@@ -41,6 +41,11 @@ class Task:
     return self.label_names is None
 
   @property
+  def is_pair(self) -> bool:
+    """Whether each example is a pair of texts (MRPC, STS-B, RTE, ...)."""
+    return len(self.text_columns) > 1
+
+  @property
   def num_outputs(self) -> int:
     """Width of the classifier head: the number of classes, or 1 for regression."""
     return 1 if self.label_names is None else len(self.label_names)
