@@ -11,7 +11,8 @@ training examples, 3 epochs, batch 32; the model at the end of training is score
 teacher (all-MiniLM-L6-v2 or --teacher); L3, a 3-layer student from teacher layers (0, 3, 5);
 the same student task-distilled from the fine-tuned teacher of the same seed, with the logit
 loss (L3+KD) and with MiniLMv2's attention relations (+relations) or TinyBERT's hidden-state
-and attention-score losses (+layers) added, or over TinyBERT's augmented data (+aug, with --mlm);
+and attention-score losses (+layers) added, or over TinyBERT's augmented data (+aug, with --mlm;
++layers+aug: both);
 L3gd-docs, make distill's student (--distilled), and L3gd-glue, the same general distillation on
 the tasks' own training texts (scripts/glue_corpus.py; --distilled-glue), fine-tuned. SST-2
 and STS-B have no dev set here: 10% of train.tsv is held out, the rows finetune's
@@ -178,6 +179,9 @@ ROWS = {r.name: r for r in (
     # and their variants (logits alone), 5.6 (CoLA) to 7.2 (STS-B) times L3's steps.
     Row("L3+KD+aug", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
     Row("L3ft+KD+aug", source="finetuned", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
+    # Both: TinyBERT's layer losses over the augmented data (the teacher runs in each step).
+    Row("L3ft+KD+layers+aug", source="finetuned", layers=STUDENT_LAYERS,
+        loss=KD + (("alpha_hidden", 1.0), ("alpha_attention", 1.0)), augment=AUGMENT, epochs=1.0),
     # General distillation first (configs/minilm_l3.py), on make distill's docstrings or on the
     # GLUE training texts, then fine-tuning.
     Row("L3gd-docs", source="distilled"),

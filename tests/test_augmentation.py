@@ -250,7 +250,6 @@ def test_a_run_trains_on_cached_teacher_outputs_without_a_teacher_in_the_step(ti
     ("augment.num_pairs", 10, "new pairs need a pair task"),
     ("augment.mlm_path", "", "augment.mlm_path is empty"),
     ("augment.words_per_row", 0, "augment.words_per_row=0"),
-    ("loss.alpha_hidden", 1.0, "loss.alpha_hidden"),
 ])
 def test_bad_augment_settings_are_one_line_errors(tiny_teacher, tiny_mlm, sentiment, field, value, fragment):
   config = _augment_config(tiny_teacher, tiny_mlm, sentiment, **{field: value})
@@ -273,6 +272,33 @@ def test_the_compiled_step_of_an_augmented_run_takes_teacher_outputs_and_no_teac
   assert job.frozen_model is None and spec["teacher_logits"].shape == (8, 2) and spec["task_weight"].shape == (8,)
   config.augment.num_variants = 0
   assert finetune.make_abstract_job(config, "cpu").frozen_model is not None
+
+
+def test_layer_losses_on_augmented_data_run_the_teacher_in_the_step_and_cache_no_logits(tiny_teacher, tiny_mlm,
+                                                                                         sentiment, tmp_path):
+  config = _augment_config(tiny_teacher, tiny_mlm, sentiment, **{"loss.alpha_hidden": 1.0, "loss.alpha_attention": 1.0})
+  config.model.layers = (1,)
+  job = finetune.make_job(config, tmp_path)
+  assert job.frozen_model is not None and augmented.teacher_in_step(config)
+  assert sorted(p.name.split("-")[0] for p in (tmp_path / "augment").iterdir()) == ["augmented"]
+  arrays = job.iterator.arrays
+  assert "teacher_logits" not in arrays and len(arrays["task_weight"]) > len(POSITIVE + NEGATIVE)
+  spec = finetune.make_abstract_job(config, "cpu").batch_spec(8, 16)
+  assert "teacher_logits" not in spec and spec["task_weight"].shape == (8,)
+
+  # A batch of augmented rows alone (task_weight 0): the live teacher's loss_kd equals the loss
+  # on its cached logits (the augmented path without layer losses), and the layer losses are there.
+  rows = np.flatnonzero(arrays["task_weight"] == 0)[:8]
+  batch = {k: v[rows] for k, v in arrays.items() if k != "lengths"}
+  rng = jax.random.PRNGKey(0)
+  sums = jax.jit(job.loss_sums)(job.params, job.frozen_params, batch, rng)
+  assert float(sums["task"]) == 0.0 and float(sums["hidden"]) > 0 and float(sums["attention"]) > 0
+  outputs = job.frozen_model.apply({"params": job.frozen_params}, batch["input_ids"],
+                                   attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"])
+  cached = dict(batch, teacher_logits=np.asarray(outputs.logits, np.float32))
+  cached_sums = jax.jit(job.loss_sums)(job.params, job.frozen_params, cached, rng)
+  assert set(cached_sums) == {"task", "kd"}
+  np.testing.assert_allclose(float(sums["kd"]), float(cached_sums["kd"]), rtol=1e-5)
 
 
 def test_words_masked_together_get_candidates_of_their_own(tiny_mlm):

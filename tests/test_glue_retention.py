@@ -11,6 +11,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
 import glue_retention  # noqa: E402
 from configs import glue as glue_config  # noqa: E402
+from distilbert_jax.jobs import augmented  # noqa: E402
 
 
 def configured(row_name, task, tmp_path):
@@ -41,6 +42,15 @@ def test_an_augmented_row_adds_new_pairs_only_to_pair_tasks_and_records_its_mlm(
   assert glue_retention.recipe_of(config, row)["augment"]["num_pairs"] == 0
   config, row = configured("L3+KD", "cola", tmp_path)
   assert config.augment.num_variants == 0 and "augment" not in glue_retention.recipe_of(config, row)
+
+
+def test_the_layers_and_augmentation_row_runs_the_teacher_in_the_step(tmp_path):
+  config, row = configured("L3ft+KD+layers+aug", "cola", tmp_path)
+  assert config.model.path == config.teacher.path == "TEACHER_EXPORT"
+  assert (config.loss.alpha_hidden, config.loss.alpha_attention, config.loss.alpha_kd) == (1.0, 1.0, 0.5)
+  assert (config.augment.num_variants, config.augment.num_pairs) == (20, 0) and row.epochs == 1.0
+  assert augmented.teacher_in_step(config)
+  assert not augmented.teacher_in_step(configured("L3ft+KD+aug", "cola", tmp_path)[0])
 
 
 def test_a_result_file_is_reused_only_with_its_recipe_and_runs_share_the_augment_cache(tmp_path, monkeypatch):

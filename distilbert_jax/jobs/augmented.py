@@ -4,13 +4,18 @@ the teacher's outputs, computed once and cached in WORKDIR/augment.
 
   is_augmenting(config)                     whether config.augment asks for augmentation
   check_augment(config, data)               its one-line config errors
+  teacher_in_step(config)                   whether the train step runs the teacher
   augmented_train(config, data, tokenizer, workdir) -> the training arrays
 
 The arrays are those of glue.encode (originals first, then the augmented rows) plus
-teacher_logits: float32 [n, outputs] (regression: [n, 1]) and task_weight: float32 [n], 1 where
-loss_task applies (the originals, in phase "joint") and 0 elsewhere; augmented rows carry the
-label 0, which their weight 0 leaves unused. jobs/task_loss.py takes the teacher's outputs from
-the batch, so the train step never runs the teacher.
+task_weight: float32 [n], 1 where loss_task applies (the originals, in phase "joint") and 0
+elsewhere (augmented rows carry the label 0, which their weight 0 leaves unused), and, when
+only the logits are distilled, teacher_logits: float32 [n, outputs] (regression: [n, 1]).
+jobs/task_loss.py then takes the teacher's outputs from the batch and the step never runs the
+teacher. A layer loss (TinyBERT's hidden states and attention scores, MiniLM's relations)
+needs the teacher's layers, too large to cache (80,000 rows of 128 tokens hold 16 GB of float32
+hidden states per layer at width 384): with one, the step runs the teacher on each batch, as it does
+without augmentation, and nothing of the teacher is cached.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from distilbert_jax.tasks import augmentation, glue
 from distilbert_jax.tasks.task_data import EvalSet, TaskData, is_squad
 
 PHASES = ("joint", "kd")
+# The losses between the models' layers (jobs/task_loss.py), which need the teacher in the step.
+LAYER_LOSSES = ("hidden", "attention", "relation", "attention_kl", "value_relation")
 
 
 def is_augmenting(config) -> bool:
@@ -57,9 +64,6 @@ def check_augment(config, data: bool = True) -> None:
                              "fine-tuned on the task")
   if config.loss.alpha_kd <= 0:
     raise errors.ConfigError("augment: loss.alpha_kd is 0; the augmented examples carry only loss_kd")
-  if config.loss.alpha_hidden > 0:
-    raise errors.ConfigError("augment: loss.alpha_hidden > 0 needs the teacher's hidden states, which are not "
-                             "cached; set --config.loss.alpha_hidden=0")
   columns = len(config.data.text_columns) if config.task == "custom" else len(glue.get_task(config.task).text_columns
                                                                                or ("sentence",))
   if a.num_pairs > 0 and columns < 2:
@@ -71,10 +75,16 @@ def check_augment(config, data: bool = True) -> None:
     checks.check_directory(a.mlm_path, "augment.mlm_path")
 
 
+def teacher_in_step(config) -> bool:
+  """Whether the train step runs the teacher (given teacher.path): always without augmentation,
+  and with it only for a layer loss; otherwise the batches carry its cached logits."""
+  return not is_augmenting(config) or any(config.loss.get(f"alpha_{n}", 0.0) > 0 for n in LAYER_LOSSES)
+
+
 def augmented_train(config, data: TaskData, tokenizer, workdir, teacher_outputs) -> dict:
-  """data.train followed by the augmented examples, with teacher_logits and task_weight (see
-  the module docstring). teacher_outputs(arrays) -> float32 [n, outputs]: the teacher on the
-  arrays, called only when the cache has no outputs for them."""
+  """data.train followed by the augmented examples, with task_weight and (without a layer loss)
+  teacher_logits (see the module docstring). teacher_outputs(arrays) -> float32 [n, outputs]:
+  the teacher on the arrays, called only when the cache has no outputs for them."""
   a = config.augment
   excluded = augmentation.texts_of([s.examples for s in [*data.evals, *data.tests]])
   cache_dir = storage.path(workdir) / "augment"
@@ -87,6 +97,10 @@ def augmented_train(config, data: TaskData, tokenizer, workdir, teacher_outputs)
   train = {k: np.concatenate([v, extra[k]]) for k, v in data.train.items()}
   weight = 1.0 if a.phase == "joint" else 0.0
   train["task_weight"] = np.concatenate([np.full(n, weight, np.float32), np.zeros(m, np.float32)])
+  if teacher_in_step(config):  # a layer loss: the step runs the teacher, its logits included
+    logging.info("augmented training set: %d originals, %d augmented examples (%s); the teacher runs in the step",
+                 n, m, cache_dir)
+    return train
   teacher_dir = checks.check_directory(config.teacher.path, "teacher.path")
   tokenizer_dir = checks.check_directory(config.data.tokenizer_dir or config.model.path, "model.path")
   outputs_key = augmentation.array_key(key, augmentation.directory_fingerprint(teacher_dir), config.teacher.dtype,

@@ -115,9 +115,10 @@ def build_models(config, label_names, num_outputs: int, resuming: bool = False) 
   """(student, its float32 params, teacher, its params): the teacher None without teacher.path."""
   head = head_for(config.task)
   student, params = build_student(config, head, label_names, num_outputs, config.train.seed, resuming=resuming)
-  # Augmented data carries the teacher's outputs (jobs/augmented.py): no teacher in the step.
+  # Augmented data carries the teacher's logits (jobs/augmented.py): no teacher in the step,
+  # unless a layer loss needs its layers.
   teacher, teacher_params = None, None
-  if not augmented.is_augmenting(config):
+  if augmented.teacher_in_step(config):
     teacher, teacher_params = build_teacher(config, head, num_outputs)
   return student, params, teacher, teacher_params
 
@@ -137,7 +138,7 @@ def build_abstract_models(config, label_names, num_outputs: int, platform: str) 
     student_config = convert.read_model_config(m.path, id2label=id2label, **train.compile_fields(m, platform))
   student = models.get_model(student_config, head, dtype=models.resolve_dtype(m.dtype, platform))
   teacher, teacher_params = None, None
-  if t.path and not augmented.is_augmenting(config):
+  if t.path and augmented.teacher_in_step(config):
     teacher_config = convert.read_model_config(t.path, **train.compile_fields(t, platform))
     teacher = models.get_model(teacher_config, head, dtype=models.resolve_dtype(t.dtype, platform))
     teacher_params = train.abstract_params(teacher, teacher.dtype)
@@ -314,8 +315,9 @@ def _job(config, kind: str, student, params, teacher, teacher_params, iterator, 
     if kind == "squad":
       return dict(spec, start_positions=rows(jnp.int32), end_positions=rows(jnp.int32))
     if augmented.is_augmenting(config):  # jobs/augmented.py
-      spec.update(task_weight=rows(jnp.float32),
-                  teacher_logits=jax.ShapeDtypeStruct((batch_size, student.config.num_labels), jnp.float32))
+      spec.update(task_weight=rows(jnp.float32))
+      if not augmented.teacher_in_step(config):
+        spec.update(teacher_logits=jax.ShapeDtypeStruct((batch_size, student.config.num_labels), jnp.float32))
     return dict(spec, labels=rows(jnp.float32 if kind == "regression" else jnp.int32))
 
   def export(trained_params, out_dir):
