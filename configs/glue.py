@@ -90,7 +90,8 @@ def get_config() -> ml_collections.ConfigDict:
   # KL to the teacher's softmax at temperature T, times T^2 (needs teacher.path).
   config.loss.alpha_kd = 0.0
   config.loss.temperature = 2.0
-  # MSE of hidden states (needs teacher.path and equal hidden sizes).
+  # MSE of hidden states (needs teacher.path; a student of another width is projected to the
+  # teacher's by a learned W_h, TinyBERT's).
   config.loss.alpha_hidden = 0.0
   # (student, teacher) hidden-state indices (0 = embeddings); empty: student layer i against the
   # teacher layer model.layers[i] it was copied from.

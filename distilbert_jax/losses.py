@@ -186,7 +186,7 @@ def hidden_mse_loss(student_hidden: jax.Array, teacher_hidden: jax.Array, weight
   2020, eq. 7), over the selected positions.
 
   Not in distiller.py. Student and teacher widths must agree; a wider teacher needs a learned
-  projection of the student first (TinyBERT's W_h), which belongs to the model, not here.
+  projection of the student first (TinyBERT's W_h), which the job trains (jobs/task_loss.py).
 
   Args:
     student_hidden: [..., hidden].

@@ -63,7 +63,7 @@ class JaxDistillation:
     job = distill.job_from_parts(config, pair, data)
     tx, schedule = train.make_optimizer(config.optim, job.num_steps)
     step = train.make_train_step(job, tx, schedule, sharding.make_mesh(1, 1, 1), config.train.grad_accum_steps)
-    self.state = train.init_state(job.params, tx, config.train.seed)
+    self.state = train.init_state(job.initial_params(), tx, config.train.seed)
     ids = make_input_ids(batch, length, seed=1)
     self.batch = {"input_ids": jax.device_put(ids), "attention_mask": jax.device_put(np.ones_like(ids))}
     self.compiler_options = train.step_compiler_options(job) if compiler_options is None else compiler_options

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,23 @@ def test_fsdp_gathers_parameters_and_a_data_only_mesh_only_all_reduces():
   fsdp = aot.compile_step(tiny_distill(**plain, **{"mesh.data": 2, "mesh.fsdp": 2}), target)
   assert {"all-gather", "reduce-scatter"} & set(fsdp["collectives"]), fsdp["collectives"]
   assert fsdp["per_device_bytes"]["optimizer"] < data_only["per_device_bytes"]["optimizer"]
+
+
+def test_task_distillation_that_learns_w_h_compiles_for_tpu_on_an_fsdp_mesh(bert_config_only_dir, tmp_path):
+  """A 32-wide student under a 48-wide teacher: the projection (32 x 48 + 48 float32) is
+  trained beside the student, whole on every device, with its Adam moments."""
+  teacher = tmp_path / "teacher"
+  teacher.mkdir()
+  fields = json.loads((Path(bert_config_only_dir) / "config.json").read_text())
+  (teacher / "config.json").write_text(json.dumps(dict(fields, hidden_size=48)))
+  target = targets.parse_target("v5e-4")
+  overrides = {"teacher.path": str(teacher), "loss.alpha_kd": 1.0, "mesh.data": 2, "mesh.fsdp": 2}
+  plain = aot.compile_step(tiny_finetune(bert_config_only_dir, **overrides), target)
+  projected = aot.compile_step(tiny_finetune(bert_config_only_dir, **overrides, **{"loss.alpha_hidden": 1.0}), target)
+  assert projected["fits"] and projected["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
+  extra = (32 * 48 + 48) * 4  # float32 bytes of W_h, whole on each device; twice that of moments
+  assert projected["per_device_bytes"]["params"] - plain["per_device_bytes"]["params"] == extra
+  assert projected["per_device_bytes"]["optimizer"] - plain["per_device_bytes"]["optimizer"] == 2 * extra
 
 
 def test_hlo_stats_count_loop_bodies_as_often_as_they_run_and_ring_collective_bytes():

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import copy_tokenizer, read_metrics
 from distilbert_jax import attention_losses, errors, jobs
-from distilbert_jax.jobs import distill, finetune, task_loss
+from distilbert_jax.jobs import checks, distill, finetune, task_loss
 import test_finetune
 from test_finetune import sentiment_config
 
@@ -140,7 +140,6 @@ def test_bad_layer_loss_fields_are_config_errors_before_any_model(tiny_bert, sen
     ({"loss.relation_heads": 5}, "loss.relation_heads=5 does not divide the student's width 32"),
     ({"loss.relation_layers": ((0, 2),)}, "loss.relation_layers: the pair (0, 2) is outside"),
     ({"loss.hidden_layer_map": ((0, 0),)}, "pairs no layers past the embeddings"),
-    ({"loss.alpha_hidden": 1.0}, "loss.alpha_hidden needs equal hidden sizes, but the student's is 32"),
 ])
 def test_layer_losses_that_do_not_fit_the_models_are_config_errors(tiny_bert, sentiment, wide_teacher, overrides,
                                                                    fragment):
@@ -148,6 +147,69 @@ def test_layer_losses_that_do_not_fit_the_models_are_config_errors(tiny_bert, se
   with pytest.raises(errors.ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as raised:
     built_loss(config)
   assert "\n" not in str(raised.value)
+
+
+def hidden_config(tiny_bert, sentiment, teacher, **overrides):
+  """loss_hidden alone, the student's layer output (index 1) against the teacher's last (2)."""
+  return layer_config(tiny_bert, sentiment, teacher, **{"loss.alpha_attention": 0.0, "loss.alpha_relation": 0.0,
+                                                        "loss.alpha_hidden": 1.0, **overrides})
+
+
+def test_a_student_of_another_width_is_projected_to_the_teacher_by_a_learned_w_h(tiny_bert, sentiment, wide_teacher,
+                                                                               tmp_path):
+  """TinyBERT's eq. 7, MSE(H_S W_h, H_T), in float64 NumPy on the models' own hidden states
+  (rtol 1e-5: float32 products against float64)."""
+  config = hidden_config(tiny_bert, sentiment, wide_teacher)
+  job = finetune.make_job(config, tmp_path)
+  projection = job.extra_params["hidden_projection"]
+  assert projection["kernel"].shape == (32, 48) and projection["bias"].shape == (48,)
+  np.testing.assert_allclose(np.std(np.asarray(projection["kernel"])), 0.02, rtol=0.1)
+  trained = job.initial_params()
+  assert set(trained) == {"model", "hidden_projection"} and job.model_params(trained) is job.params
+  batch = {k: v for k, v in next(job.iterator).items() if k != "lengths"}
+  rng = jax.random.PRNGKey(0)
+  sums = jax.jit(job.loss_sums)(trained, job.frozen_params, batch, rng)
+  assert set(sums) == {"task", "hidden"}
+
+  kw = dict(attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"], output_hidden_states=True)
+  student = job.model.apply({"params": job.params}, batch["input_ids"], deterministic=False, rngs={"dropout": rng}, **kw)
+  teacher = job.frozen_model.apply({"params": job.frozen_params}, batch["input_ids"], **kw)
+  h_s, h_t = (np.asarray(x, np.float64) for x in (student.hidden_states[1], teacher.hidden_states[2]))
+  kernel, bias = (np.asarray(projection[k], np.float64) for k in ("kernel", "bias"))
+  mask = np.asarray(batch["attention_mask"], np.float64)
+  expected = np.sum(mask[..., None] * (h_s @ kernel + bias - h_t) ** 2)
+  np.testing.assert_allclose(float(sums["hidden"]), expected, rtol=1e-5)
+  assert float(job.denominators(batch)["hidden"]) == mask.sum() * 48  # the teacher's width
+
+  grads = jax.jit(jax.grad(lambda p: job.loss_sums(p, job.frozen_params, batch, rng)["hidden"]))(trained)
+  assert np.abs(np.asarray(grads["hidden_projection"]["kernel"])).max() > 1e-6
+  assert np.abs(np.asarray(grads["hidden_projection"]["bias"])).max() > 1e-6
+  assert np.abs(np.asarray(grads["model"]["bert"]["encoder"]["layer"]["0"]["output"]["dense"]["kernel"])).max() > 1e-6
+
+
+@pytest.mark.slow
+def test_a_run_learns_w_h_and_exports_the_student_without_it(tiny_bert, sentiment, wide_teacher, tmp_path):
+  from distilbert_jax import convert
+  config = hidden_config(tiny_bert, sentiment, wide_teacher, **{"optim.learning_rate": 1e-2})
+  config.export = True
+  jobs.train_and_evaluate(config, str(tmp_path))
+  values = [m["loss_hidden"] for m in read_metrics(tmp_path) if "loss_hidden" in m]
+  assert len(values) == config.train.num_steps and np.mean(values[-3:]) < 0.8 * values[0], values
+  model, params = convert.load_pretrained(str(tmp_path / "export"), head="sequence_classification")
+  assert model.config.hidden_size == 32 and "hidden_projection" not in params
+  assert set(params) == {"bert", "classifier"}
+
+
+def test_only_a_job_that_learns_w_h_takes_unequal_widths_for_the_hidden_loss():
+  """General distillation (distill.build_loss) calls checked_layer_pairs without a projection."""
+  from types import SimpleNamespace
+  from configs import glue as glue_config
+  loss = glue_config.get_config().loss
+  loss.alpha_hidden = 1.0
+  model = lambda width: SimpleNamespace(hidden_size=width, num_hidden_layers=2, num_attention_heads=4)
+  with pytest.raises(errors.ConfigError, match="needs equal hidden sizes, but the student's is 32 and the teacher's 48"):
+    checks.checked_layer_pairs(loss, model(32), model(48), ((1, 2),))
+  assert checks.checked_layer_pairs(loss, model(32), model(48), ((1, 2),), hidden_projection=True)[2] == 4
 
 
 def test_unequal_head_counts_are_a_config_error_for_the_attention_loss_only(tiny_bert, sentiment, tmp_path):

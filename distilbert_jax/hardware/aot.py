@@ -85,7 +85,7 @@ def compile_step(config: ml_collections.ConfigDict, target: targets.Target, devi
 
   with_sharding = lambda tree, shardings: jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-  state = with_sharding(jax.eval_shape(program.create_state, job.params), program.state_shardings)
+  state = with_sharding(jax.eval_shape(program.create_state, job.initial_params()), program.state_shardings)
   frozen = with_sharding(job.frozen_params, program.frozen_shardings) if job.frozen_model is not None else None
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=program.batch_sharding)
            for k, v in job.batch_spec(t.batch_size, length).items()}

@@ -60,28 +60,31 @@ def check_layer_loss_fields(loss) -> None:
                                f"teacher layer) pairs of 0-based indices, e.g. ((2, 5),)")
 
 
-def checked_layer_pairs(loss, student_config, teacher_config, hidden_map) -> tuple:
+def checked_layer_pairs(loss, student_config, teacher_config, hidden_map, hidden_projection: bool = False) -> tuple:
   """(attention pairs, relation pairs, relation heads) of the layer losses, layers 0-based: the
   layers hidden_map pairs (hidden-state indices), loss.relation_layers or the last of each, and
-  loss.relation_heads or the student's head count; checked by check_layer_losses."""
+  loss.relation_heads or the student's head count; checked by check_layer_losses.
+  hidden_projection: the job learns a projection of the student's hidden states (TinyBERT's
+  W_h), so loss.alpha_hidden allows unequal widths."""
   s, t = student_config, teacher_config
   attention_pairs = attention_losses.attention_layer_pairs(hidden_map)
   relation_pairs = attention_losses.relation_layer_pairs(loss.relation_layers, s.num_hidden_layers, t.num_hidden_layers)
   relation_heads = loss.relation_heads or s.num_attention_heads
-  check_layer_losses(loss, s, t, attention_pairs, relation_pairs, relation_heads)
+  check_layer_losses(loss, s, t, attention_pairs, relation_pairs, relation_heads, hidden_projection)
   return attention_pairs, relation_pairs, relation_heads
 
 
-def check_layer_losses(loss, student_config, teacher_config, attention_pairs, relation_pairs, relation_heads) -> None:
+def check_layer_losses(loss, student_config, teacher_config, attention_pairs, relation_pairs, relation_heads,
+                       hidden_projection: bool = False) -> None:
   """The hidden, attention and relation losses fit the two models: equal widths for the hidden
-  states, equal head counts for the attention scores, relation heads that divide both widths,
-  layer indices inside both stacks."""
+  states (unless hidden_projection), equal head counts for the attention scores, relation heads
+  that divide both widths, layer indices inside both stacks."""
   check_layer_loss_fields(loss)
   s, t = student_config, teacher_config
-  if loss.alpha_hidden > 0 and s.hidden_size != t.hidden_size:
+  if loss.alpha_hidden > 0 and s.hidden_size != t.hidden_size and not hidden_projection:
     raise errors.ConfigError(f"loss.alpha_hidden needs equal hidden sizes, but the student's is {s.hidden_size} and "
-                             f"the teacher's {t.hidden_size} (a learned projection, TinyBERT's W_h, is not "
-                             f"implemented): use loss.alpha_relation, which allows any widths")
+                             f"the teacher's {t.hidden_size} (general distillation learns no projection; task "
+                             f"distillation in finetune does): use loss.alpha_relation, which allows any widths")
   if loss.get("alpha_attention", 0.0) > 0:
     if s.num_attention_heads != t.num_attention_heads:
       raise errors.ConfigError(f"loss.alpha_attention needs equal head counts, but the student has "

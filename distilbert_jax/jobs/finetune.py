@@ -36,7 +36,7 @@ from distilbert_jax import convert, errors, models, storage, train
 from distilbert_jax.data import input_pipeline
 from distilbert_jax.hardware import flops
 from distilbert_jax.jobs import augmented, checks
-from distilbert_jax.jobs.task_loss import LOSS_NAMES, build_loss
+from distilbert_jax.jobs.task_loss import LOSS_NAMES, build_loss, init_hidden_projection
 from distilbert_jax.tasks import glue
 from distilbert_jax.tasks.batches import ArrayBatches
 from distilbert_jax.tasks.evaluator import Evaluator
@@ -325,8 +325,12 @@ def _job(config, kind: str, student, params, teacher, teacher_params, iterator, 
     convert.save_pretrained(student, trained_params, out_dir,
                             tokenizer_dir=config.data.tokenizer_dir or config.model.path, overwrite=True)
 
+  extra_params = None
+  if loss.hidden_projection:  # TinyBERT's W_h, trained beside the student (jobs/task_loss.py)
+    extra_params = {"hidden_projection": init_hidden_projection(student.config, teacher.config, config.train.seed)}
+
   return train.Job(
-      model=student, params=params, iterator=iterator, num_steps=num_steps,
+      model=student, params=params, iterator=iterator, num_steps=num_steps, extra_params=extra_params,
       loss_weights={n: getattr(config.loss, f"alpha_{n}") for n in LOSS_NAMES},
       loss_sums=loss.loss_sums, denominators=loss.denominators, frozen_model=teacher, frozen_params=teacher_params,
       export=export,

@@ -9,7 +9,10 @@ relation heads times layer pairs):
     the start and end cross-entropies, as transformers' question-answering heads)
   loss_kd: T^2 KL(teacher || student) of the softmax at temperature T (regression: squared error
     to the teacher's prediction; SQuAD: the mean of the start and end KLs)
-  loss_hidden: MSE between chosen student and teacher hidden states over real tokens (TinyBERT)
+  loss_hidden: MSE between chosen student and teacher hidden states over real tokens (TinyBERT);
+    when the widths differ, the student's pass through a learned projection first (TinyBERT's
+    W_h: one [student width, teacher width] kernel and bias for all layers, trained with the
+    student and dropped from the export; train.Job.extra_params)
   loss_attention: MSE of the pre-softmax attention scores of the layers loss_hidden pairs
     (TinyBERT, Jiao et al., 2020, eq. 3), over real queries and keys
   loss_relation: KL(teacher || student) of the Q-Q, K-K and V-V self-attention relations over
@@ -57,8 +60,17 @@ def build_loss(config, kind: str, student, teacher) -> "TaskLoss":
   layer_map = hidden_layer_map(config, student, teacher)
   if teacher is None:
     return TaskLoss(config, student, teacher, kind, layer_map)
-  layer_pairs = checks.checked_layer_pairs(config.loss, student.config, teacher.config, layer_map)
-  return TaskLoss(config, student, teacher, kind, layer_map, *layer_pairs)
+  projection = config.loss.alpha_hidden > 0 and student.config.hidden_size != teacher.config.hidden_size
+  layer_pairs = checks.checked_layer_pairs(config.loss, student.config, teacher.config, layer_map, projection)
+  return TaskLoss(config, student, teacher, kind, layer_map, *layer_pairs, hidden_projection=projection)
+
+
+def init_hidden_projection(student_config, teacher_config, seed: int) -> dict:
+  """TinyBERT's W_h at step 0, as its fit_dense (BERT's initialisation): kernel float32 [student
+  width, teacher width] ~ N(0, initializer_range^2), bias float32 [teacher width] zeros."""
+  ds, dt = student_config.hidden_size, teacher_config.hidden_size
+  kernel = student_config.initializer_range * jax.random.normal(jax.random.PRNGKey(seed), (ds, dt), jnp.float32)
+  return {"kernel": kernel, "bias": jnp.zeros((dt,), jnp.float32)}
 
 
 @dataclasses.dataclass
@@ -72,11 +84,15 @@ class TaskLoss:
   attention_pairs: tuple = ()  # (student, teacher) 0-based layers of loss_attention
   relation_pairs: tuple = ()  # (student, teacher) 0-based layers of loss_relation
   relation_heads: int = 0
+  # The widths differ and loss_hidden projects the student's hidden states: the trained tree is
+  # {"model": the student's parameters, "hidden_projection": init_hidden_projection(...)}.
+  hidden_projection: bool = False
 
   def denominators(self, batch):
     rows = jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
     real = jnp.sum(batch["attention_mask"].astype(jnp.float32))
-    hidden = real * self.student.config.hidden_size * max(len(self.layer_map), 1)
+    width = (self.teacher if self.teacher is not None else self.student).config.hidden_size  # W_h projects to it
+    hidden = real * width * max(len(self.layer_map), 1)
     attention = (attention_losses.query_key_pairs(batch["attention_mask"]) * self.student.config.num_attention_heads
                  * max(len(self.attention_pairs), 1))
     relation = real * self.relation_heads * max(len(self.relation_pairs), 1)
@@ -87,6 +103,8 @@ class TaskLoss:
 
   def loss_sums(self, params, teacher_params, batch, dropout_rng):
     l = self.config.loss
+    projection = params["hidden_projection"] if self.hidden_projection else None
+    params = params["model"] if self.hidden_projection else params
     has_teacher = self.teacher is not None
     need_hidden = l.alpha_hidden > 0 and has_teacher
     need_qkv = has_teacher and any(l.get(f"alpha_{n}", 0.0) > 0 for n in QKV_LOSSES)
@@ -121,15 +139,20 @@ class TaskLoss:
       if teacher_out is not None and l.alpha_kd > 0:
         sums["kd"] = losses.kl_div_loss(logits, teacher_out.logits, ones, l.temperature)[0]
     if has_teacher and "teacher_logits" not in batch:  # cached outputs carry no layers
-      sums.update(self.layer_sums(student_out, teacher_out, batch["attention_mask"]))
+      sums.update(self.layer_sums(student_out, teacher_out, batch["attention_mask"], projection))
     return sums
 
-  def layer_sums(self, student_out, teacher_out, attention_mask) -> dict:
+  def layer_sums(self, student_out, teacher_out, attention_mask, projection=None) -> dict:
     """The sums of the losses between the models' layers (hidden, attention, relation) that
-    config.loss weighs above 0; attention_mask [batch, length]."""
+    config.loss weighs above 0; attention_mask [batch, length]; projection: W_h's kernel and
+    bias, applied to the student's hidden states (None: the widths agree)."""
     l, sums = self.config.loss, {}
     if l.alpha_hidden > 0:
-      sums["hidden"] = losses.hidden_states_loss(student_out.hidden_states, teacher_out.hidden_states,
+      student_hidden = student_out.hidden_states
+      if projection is not None:
+        student_hidden = tuple(jnp.dot(h.astype(jnp.float32), projection["kernel"]) + projection["bias"]
+                               for h in student_hidden)
+      sums["hidden"] = losses.hidden_states_loss(student_hidden, teacher_out.hidden_states,
                                                  self.layer_map, attention_mask.astype(jnp.float32))
     student_qkv, teacher_qkv = student_out.attention_qkv, teacher_out.attention_qkv
     if l.alpha_attention > 0:

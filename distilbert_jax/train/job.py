@@ -42,3 +42,16 @@ class Job:
   # batch_spec(batch_size, length) -> {name: jax.ShapeDtypeStruct}: the global batch that the
   # iterator yields, for compiling the step without any data (hardware/aot.py).
   batch_spec: Optional[Callable] = None
+  # Parameters a loss trains beside the model's (TinyBERT's W_h), {name: float32 array}, whole on
+  # every device. With them the trained tree is {"model": the model's parameters, **extra}:
+  # loss_sums and the checkpoints see it whole; evaluate, the best parameters and export see
+  # model_params(it).
+  extra_params: Optional[dict] = None
+
+  def initial_params(self) -> Any:
+    """The trained tree at step 0."""
+    return self.params if self.extra_params is None else {"model": self.params, **self.extra_params}
+
+  def model_params(self, trained) -> Any:
+    """The model's parameters within the trained tree."""
+    return trained if self.extra_params is None else trained["model"]

@@ -32,8 +32,8 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
   # ----------------------------------------------------------------------------- state and step
   program = build_step(job, config, mesh)
   state_shardings, train_step = program.state_shardings, program.train_step
-  state = program.create_state(job.params)
-  job.params = None  # the state holds them now (sharded); free the host copy
+  state = program.create_state(job.initial_params())
+  job.params = None  # the state holds them now (sharded); free the host copy (extra_params, small, stay)
   frozen_params = None
   if job.frozen_model is not None:
     frozen_params = jax.device_put(job.frozen_params, program.frozen_shardings)
@@ -102,8 +102,9 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
         if mfu is not None:
           last["mfu"] = mfu
         if job.evaluate and ((job.eval_every and step % job.eval_every == 0) or is_last):
-          last.update({f"eval_{k}": v for k, v in job.evaluate(state.params).items()})
-          best.update(step, last, state.params, job)
+          model_params = job.model_params(state.params)
+          last.update({f"eval_{k}": v for k, v in job.evaluate(model_params).items()})
+          best.update(step, last, model_params, job)
         writer.write(step, last)
         progress.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
                              tok_s=f"{last['tokens_per_second']:,.0f}")
@@ -124,7 +125,7 @@ def run(job: Job, config: ml_collections.ConfigDict, workdir: Path, mesh: shardi
   last["num_steps"] = job.num_steps
   last["padded_lengths_seen"] = sorted(lengths_seen)
   if config.export and job.export is not None:
-    params = gather_to_host(best.params() if best is not None and best.exists() else state.params)
+    params = gather_to_host(best.params() if best is not None and best.exists() else job.model_params(state.params))
     if is_main:
       export_dir = workdir / "export"
       job.export(params, export_dir)

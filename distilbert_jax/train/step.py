@@ -102,8 +102,8 @@ class StepProgram:
   """The jitted train step of a job on a mesh, and the shardings of what it takes.
 
   train_step(state, frozen_params, batch) -> (state, metrics); the state is donated.
-  create_state(params) -> TrainState, placed with state_shardings (params: the job's initial
-  parameters, or their jax.ShapeDtypeStructs under jax.eval_shape)."""
+  create_state(params) -> TrainState, placed with state_shardings (params: the job's
+  initial_params(), or their jax.ShapeDtypeStructs under jax.eval_shape)."""
   train_step: Any
   create_state: Any
   state_shardings: TrainState
@@ -119,8 +119,10 @@ def build_step(job: Job, config: ml_collections.ConfigDict, mesh: sharding.Mesh)
   t = config.train
   tx, schedule = make_optimizer(config.optim, job.num_steps)
   param_shardings = sharding.param_shardings(abstract_boxed_params(job.model), mesh)
-  abstract_opt_state = jax.eval_shape(tx.init, job.params)
   replicated = sharding.NamedSharding(mesh, sharding.P())
+  if job.extra_params is not None:  # a loss's own small parameters: whole on every device
+    param_shardings = {"model": param_shardings, **jax.tree.map(lambda _: replicated, job.extra_params)}
+  abstract_opt_state = jax.eval_shape(tx.init, job.initial_params())
   state_shardings = TrainState(
       step=replicated, params=param_shardings,
       opt_state=sharding.opt_state_shardings(tx, abstract_opt_state, param_shardings, mesh), rng=replicated)
