@@ -14,7 +14,7 @@ with the bert-base-uncased word pieces of all-MiniLM-L6-v2's tokenizer):
 Batch 1: `rows` pairs of the file's sentence1/sentence2 columns, evenly spaced over it, go
 through, side by side in one loop (the order alternates per pair):
   ours      serving.predict.Predictor(batch_size=1, dtype).predict_rows([pair]): tokenization, the
-            16-token bucket's forward compiled ahead of time, the softmax and the record
+            8-token bucket's forward compiled ahead of time, the softmax and the record
   pytorch   transformers' tokenizer and AutoModelForSequenceClassification under
             torch.inference_mode, padded to the pair's own length; bfloat16: model.to(bfloat16)
   onnxrt    (float32) the model exported by `distilbert-jax export --format onnx`, run by an
@@ -23,7 +23,8 @@ Probabilities must agree with PyTorch's within 1e-4 in float32 and 3e-2 in bfloa
 frameworks round to bfloat16 differently), or the script fails. Throughput: the Predictor's
 compiled forward at [batch, 128] against the PyTorch model on the same random ids. Levers: each
 one alone against the library's setting, on DistilBERT-base in float32 (XLA flags and threads in
-child processes, each with its own PyTorch side by side for the ratio). Prints one markdown
+child processes, each with its own PyTorch side by side for the ratio; on a CPU with native
+bfloat16, the library setting in bfloat16 too). Prints one markdown
 table naming the processor and its bfloat16 support; --out writes every figure as JSON.
 """
 from __future__ import annotations
@@ -241,11 +242,13 @@ def levers(model_dir: str, pairs) -> list[dict]:
   from distilbert_jax.tasks.evaluator import make_predict
   predictor = Predictor(model_dir, batch_size=1)
   powers = Predictor(model_dir, batch_size=1, buckets=CLASSIFICATION_BUCKETS)
+  sixteens = Predictor(model_dir, batch_size=1, buckets=range(16, predictor.max_length + 16, 16))
   tokenizer = predictor.tokenizer
   encoded = [predictor.encode([p]) for p in pairs]
   lengths = [int(e["lengths"][0]) for e in encoded]
   predictor.warm_up(lengths)
   powers.warm_up(lengths)
+  sixteens.warm_up(lengths)
   batches = [{k: np.pad(e[k], ((0, 0), (0, predictor.bucket_of(n) - e[k].shape[1])))
               for k in ("input_ids", "attention_mask", "token_type_ids")} for e, n in zip(encoded, lengths)]
   on_device = [jax.device_put(b) for b in batches]
@@ -264,8 +267,10 @@ def levers(model_dir: str, pairs) -> list[dict]:
     rows.append(dict(lever=lever, setting_ms=median(ms["setting"]), library_ms=median(ms["library"]), unit=unit))
 
   library_rows = lambda p: predictor.predict_rows([p])
-  compare("buckets: powers of two (16, 32, 64, ...) instead of every 16 tokens",
+  compare(f"buckets: powers of two (16, 32, 64, ...) instead of every {predictor.buckets[0]} tokens",
           lambda p: powers.predict_rows([p]), library_rows)
+  compare(f"buckets: every 16 tokens instead of every {predictor.buckets[0]}",
+          lambda p: sixteens.predict_rows([p]), library_rows)
   aot = lambda p: jax.block_until_ready(compiled[lengths[at(p)]](predictor.params, batches[at(p)]))
   compare("dispatch: jax.jit call instead of the ahead-of-time executable (forward only)",
           lambda p: jax.block_until_ready(jitted(predictor.params, batches[at(p)])), aot)
@@ -292,36 +297,47 @@ def levers(model_dir: str, pairs) -> list[dict]:
   ms, _ = interleaved({"setting": one_thread, "library": reference}, pairs)
   rows.append(dict(lever=f"PyTorch: torch.set_num_threads(1) instead of {threads}", setting_ms=median(ms["setting"]),
                    library_ms=median(ms["library"]), unit="PyTorch ms / pair"))
+
+  def padded_like_ours(p):  # PyTorch on as many tokens as our bucket holds: what the padding costs
+    with torch.inference_mode():
+      encoded = reference.tokenizer(*p, truncation="longest_first", max_length=predictor.bucket_of(lengths[at(p)]),
+                                    padding="max_length", return_tensors="pt")
+      return torch.softmax(reference.model(**encoded).logits[0].float(), -1).numpy()
+  ms, _ = interleaved({"setting": padded_like_ours, "library": reference}, pairs)
+  rows.append(dict(lever="PyTorch: padded to our bucket instead of the pair's own length", setting_ms=median(ms["setting"]),
+                   library_ms=median(ms["library"]), unit="PyTorch ms / pair"))
   return rows
 
 
 def child_levers(model_dir: str, data: str, rows: int) -> list[dict]:
   """XLA flags and one thread: each in a child process that times ours and PyTorch side by side
   (the ratio is what compares; the machine's load moves both)."""
-  settings = [(flag, {"XLA_FLAGS": flag}, None) for flag in XLA_FLAG_LEVERS]
-  settings.append(("one core for XLA and PyTorch (sched_setaffinity, torch.set_num_threads(1))", {}, "1"))
-  settings.insert(0, ("library setting (child process, for the ratios below)", {}, None))
+  settings = [(flag, {"XLA_FLAGS": flag}, None, "float32") for flag in XLA_FLAG_LEVERS]
+  settings.append(("one core for XLA and PyTorch (sched_setaffinity, torch.set_num_threads(1))", {}, "1", "float32"))
+  settings.insert(0, ("library setting (child process, for the ratios below)", {}, None, "float32"))
+  if cpu_flags() != "no native bfloat16":  # bfloat16 alone beside its PyTorch, as float32 above
+    settings.append(("bfloat16, library setting (child process)", {}, None, "bfloat16"))
   out = []
-  for label, extra_env, cores in settings:
+  for label, extra_env, cores, dtype in settings:
     env = {**os.environ, **extra_env, "JAX_PLATFORMS": "cpu"}
-    args = [sys.executable, __file__, "--child", model_dir, "--data", data, "--rows", str(rows)]
+    args = [sys.executable, __file__, "--child", model_dir, "--data", data, "--rows", str(rows), "--child-dtype", dtype]
     if cores or os.environ.get("BENCH_SERVING_CORES"):
       args += ["--child-cores", cores or os.environ["BENCH_SERVING_CORES"]]
     result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     lines = [l for l in result.stdout.splitlines() if l.startswith(CHILD_MARKER + " ")]
     if result.returncode or not lines:
-      out.append(dict(setting=label, error=(result.stderr or "no output")[-500:]))
+      out.append(dict(setting=label, dtype=dtype, error=(result.stderr or "no output")[-500:]))
       continue
-    out.append(dict(setting=label, **json.loads(lines[-1][len(CHILD_MARKER) + 1:])))
+    out.append(dict(setting=label, dtype=dtype, **json.loads(lines[-1][len(CHILD_MARKER) + 1:])))
   return out
 
 
-def child_main(model_dir: str, data: str, rows: int, cores) -> None:
+def child_main(model_dir: str, data: str, rows: int, cores, dtype: str) -> None:
   if cores:
     os.sched_setaffinity(0, set(range(int(cores))))
     import torch
     torch.set_num_threads(int(cores))
-  result = batch1(model_dir, "float32", read_pairs(data, rows))
+  result = batch1(model_dir, dtype, read_pairs(data, rows))
   print(CHILD_MARKER, json.dumps(result["median_ms"]))
 
 
@@ -350,10 +366,11 @@ def table(result: dict) -> list[str]:
     lines.append(f"| lever ({LABELS[LEVER_MODEL]}, float32, batch 1): {r['lever']}: {r['unit']} | "
                  f"{r['setting_ms']:.3f} | - | - | library setting {r['library_ms']:.3f} |")
   for r in result["child_levers"]:
+    dtype = r.get("dtype", "float32")
     if "error" in r:
-      lines.append(f"| lever ({LABELS[LEVER_MODEL]}, float32, batch 1): {r['setting']} | failed | - | - | - |")
+      lines.append(f"| lever ({LABELS[LEVER_MODEL]}, {dtype}, batch 1): {r['setting']} | failed | - | - | - |")
       continue
-    lines.append(f"| lever ({LABELS[LEVER_MODEL]}, float32, batch 1): {r['setting']}: median ms / pair | "
+    lines.append(f"| lever ({LABELS[LEVER_MODEL]}, {dtype}, batch 1): {r['setting']}: median ms / pair | "
                  f"{r['ours']:.2f} | {r['pytorch']:.2f} | - | {r['pytorch'] / r['ours']:.2f}x |")
   return lines
 
@@ -373,9 +390,10 @@ def main() -> None:
   parser.add_argument("--out", default=None, help="Write the figures here (JSON).")
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--child-cores", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--child-dtype", default="float32", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    child_main(args.child, args.data, args.rows, args.child_cores)
+    child_main(args.child, args.data, args.rows, args.child_cores, args.child_dtype)
     return
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   if args.cores:  # before jax starts its thread pool, which sizes itself to the affinity
