@@ -175,6 +175,10 @@ ROWS = {r.name: r for r in (
     # The same, started from the fine-tuned teacher's layers and task head.
     Row("L3ft+KD+layers", source="finetuned", layers=STUDENT_LAYERS,
         loss=KD + (("alpha_hidden", 1.0), ("alpha_attention", 1.0))),
+    # The same for 17 epochs: CoLA's steps of the +aug rows (2,125 against 2,104) without the
+    # variants, to tell what the augmentation adds beyond longer training.
+    Row("L3ft+KD+layers+long", source="finetuned", layers=STUDENT_LAYERS,
+        loss=KD + (("alpha_hidden", 1.0), ("alpha_attention", 1.0)), epochs=17.0),
     # TinyBERT's augmented task distillation: one epoch over the originals (labels and logits)
     # and their variants (logits alone), 5.6 (CoLA) to 7.2 (STS-B) times L3's steps.
     Row("L3+KD+aug", layers=STUDENT_LAYERS, loss=KD, augment=AUGMENT, epochs=1.0),
