@@ -16,9 +16,9 @@ windows), sorted by length into buckets, and run in fixed [batch_size, bucket] b
 bucket compiles once, ahead of time (`warm_up` compiles them all before the first request, as a
 server starts). At batch size 1 the classification buckets are every multiple of 8 tokens: a
 request then pays for at most 7 padding tokens, against up to its own length with powers of
-two (a short pair of 21 tokens runs as 24, not 32: 13% more tokens than it has on STS-B, against
-34% with steps of 16). `dtype=jnp.bfloat16` computes in bfloat16 with bfloat16 parameters (inference keeps no
-float32 master copy). The input is read in chunks: each chunk is predicted and its records are
+two (a pair of 21 tokens runs as 24, not 32: on STS-B, 13% more tokens than the rows have,
+against 34% with steps of 16). `dtype=jnp.bfloat16` computes in bfloat16 with bfloat16
+parameters (inference keeps no float32 master copy). The input is read in chunks: each chunk is predicted and its records are
 written in input order and flushed before the next is read, so a long input streams and what
 was written stays whole. A bad row is reported on stderr and written as {"line": N, "error": ...}
 in its place, so the i-th output line is the i-th input row.
