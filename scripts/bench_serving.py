@@ -310,8 +310,8 @@ def levers(model_dir: str, pairs) -> list[dict]:
 
 
 def child_levers(model_dir: str, data: str, rows: int) -> list[dict]:
-  """XLA flags and one thread: each in a child process that times ours and PyTorch side by side
-  (the ratio is what compares; the machine's load moves both)."""
+  """XLA flags, one thread and bfloat16: each in a child process that times ours and PyTorch side
+  by side (the ratio is what compares; the machine's load moves both)."""
   settings = [(flag, {"XLA_FLAGS": flag}, None, "float32") for flag in XLA_FLAG_LEVERS]
   settings.append(("one core for XLA and PyTorch (sched_setaffinity, torch.set_num_threads(1))", {}, "1", "float32"))
   settings.insert(0, ("library setting (child process, for the ratios below)", {}, None, "float32"))
@@ -366,7 +366,7 @@ def table(result: dict) -> list[str]:
     lines.append(f"| lever ({LABELS[LEVER_MODEL]}, float32, batch 1): {r['lever']}: {r['unit']} | "
                  f"{r['setting_ms']:.3f} | - | - | library setting {r['library_ms']:.3f} |")
   for r in result["child_levers"]:
-    dtype = r.get("dtype", "float32")
+    dtype = r["dtype"]
     if "error" in r:
       lines.append(f"| lever ({LABELS[LEVER_MODEL]}, {dtype}, batch 1): {r['setting']} | failed | - | - | - |")
       continue
